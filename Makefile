@@ -1,0 +1,23 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint clean
+
+$(BIN)/activate: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(BIN)/activate
+
+run: $(BIN)/activate
+	$(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+test: $(BIN)/activate
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/activate
+	$(BIN)/flake8 app scripts tests wsgi.py gunicorn.conf.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,45 @@
+"""The agent service: a Flask app factory."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from app import config
+from app.clock import utc_now
+from app.errors import register_error_handlers
+from app.routers.agent import bp as agent_bp
+from app.services import Services
+from app.services.metrics_service import MetricsService
+from app.services.routing import load_routes
+from app.services.task_service import TaskService
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: configuration from the environment, then ``test_config`` over it.
+
+    Besides the environment variables (see README), tests may pass ``CLOCK``: a
+    callable returning an aware datetime, used for every timestamp and window.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(config.from_env(), CLOCK=utc_now)
+    if test_config:
+        app.config.from_mapping(test_config)
+    logging.basicConfig(level=logging.INFO)
+
+    logs_dir = app.config["AGENT_LOGS_DIR"]
+    clock, fsync = app.config["CLOCK"], app.config["AGENT_FSYNC"]
+    metrics = MetricsService(config.metrics_path(logs_dir), clock=clock, fsync=fsync)
+    tasks = TaskService(
+        config.tasks_path(logs_dir),
+        routes=load_routes(app.config["AGENT_ROUTING_FILE"]),
+        metrics=metrics,
+        clock=clock,
+        fsync=fsync,
+    )
+    app.extensions["agent"] = Services(tasks=tasks, metrics=metrics)
+
+    register_error_handlers(app)
+    app.register_blueprint(agent_bp)
+    return app

@@ -1,0 +1,43 @@
+"""Every error leaves the API as JSON: ``{"detail": ...}`` (and ``"errors"`` for fields)."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from app.services.task_service import IllegalTransition, TaskNotFound
+from app.storage import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, detail: str, **extra: object) -> ResponseReturnValue:
+    return jsonify({"detail": detail, **extra}), status
+
+
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    return error_response(exc.code or 500, exc.description or exc.name)
+
+
+def _validation_error(exc: ValidationError) -> ResponseReturnValue:
+    errors = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    return error_response(422, "Invalid request.", errors=errors)
+
+
+def _unexpected(exc: Exception) -> ResponseReturnValue:
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    log.exception("unhandled error")
+    return error_response(500, InternalServerError.description)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(TaskNotFound, lambda exc: error_response(404, str(exc)))
+    app.register_error_handler(IllegalTransition, lambda exc: error_response(409, str(exc)))
+    app.register_error_handler(StoreUnavailable, lambda exc: error_response(503, str(exc)))
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,84 @@
+"""Schemas of the task API and of the routing file."""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+TASK_TYPES = ("spec", "test", "impl", "review", "heal")
+STATUSES = ("pending", "running", "needs_decision", "completed", "failed")
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+class TaskCreateSchema(Schema):
+    direction = fields.String(required=True, validate=_not_blank)
+    task_type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    context = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @validates("context")
+    def _model_override(self, context: dict[str, Any], **_: Any) -> None:
+        override = context.get("model_override")
+        if override is not None and not (isinstance(override, str) and override.strip()):
+            raise ValidationError("model_override must be a non-empty string.")
+
+
+class TaskPatchSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    output = fields.String(allow_none=True)
+    duration_seconds = fields.Float(validate=validate.Range(min=0), allow_nan=False)
+
+
+class TaskSchema(Schema):
+    id = fields.String(required=True)
+    direction = fields.String(required=True)
+    task_type = fields.String(required=True)
+    status = fields.String(required=True)
+    model = fields.String(required=True)
+    command = fields.String(required=True)
+    context = fields.Dict(required=True)
+    output = fields.String(allow_none=True)
+    created_at = fields.String(required=True)
+    updated_at = fields.String(required=True)
+    started_at = fields.String(allow_none=True)
+    duration_seconds = fields.Float(allow_none=True)
+
+
+class TaskListSchema(Schema):
+    tasks = fields.List(fields.Nested(TaskSchema), required=True)
+    total = fields.Integer(required=True)
+
+
+class TaskListQuerySchema(Schema):
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    task_type = fields.String(validate=validate.OneOf(TASK_TYPES))
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=500))
+
+
+class RouteQuerySchema(Schema):
+    task_type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+
+
+class RouteSchema(Schema):
+    task_type = fields.String(required=True)
+    model = fields.String(required=True)
+    command_template = fields.String(required=True)
+    tier = fields.String(required=True)
+
+
+class RoutingEntrySchema(Schema):
+    """One entry of the routing file; fields left out keep their built-in values."""
+
+    model = fields.String(validate=_not_blank)
+    tier = fields.String(validate=_not_blank)
+    command = fields.List(fields.String(), validate=validate.Length(min=1))
+
+
+ROUTING_FILE = fields.Dict(
+    keys=fields.String(validate=validate.OneOf(TASK_TYPES)),
+    values=fields.Nested(RoutingEntrySchema),
+)
+"""The routing file: ``{task_type: entry}`` (a field, since its top level is a mapping)."""

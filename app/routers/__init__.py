@@ -1,0 +1,1 @@
+"""HTTP layer: blueprints that parse, call a service, and serialize."""

@@ -1,0 +1,80 @@
+"""The ``agent`` blueprint: parse with schemas, call a service, serialize."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, current_app, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import BadRequest
+
+from app.models.agent import (
+    RouteQuerySchema,
+    RouteSchema,
+    TaskCreateSchema,
+    TaskListQuerySchema,
+    TaskListSchema,
+    TaskPatchSchema,
+    TaskSchema,
+)
+from app.models.metrics import MetricsAggregatesSchema, MetricsQuerySchema
+from app.services import Services
+
+bp = Blueprint("agent", __name__, url_prefix="/api/agent")
+
+
+def services() -> Services:
+    return current_app.extensions["agent"]
+
+
+def json_body() -> Any:
+    """The request body as JSON whatever its content type (400 if it is not JSON)."""
+    try:
+        return json.loads(request.get_data())
+    except ValueError as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}") from exc
+
+
+@bp.post("/tasks")
+def create_task() -> ResponseReturnValue:
+    fields = TaskCreateSchema().load(json_body())
+    task = services().tasks.create(**fields)
+    return TaskSchema().dump(task), 201
+
+
+@bp.get("/tasks")
+def list_tasks() -> ResponseReturnValue:
+    query = TaskListQuerySchema().load(request.args)
+    tasks, total = services().tasks.list_tasks(**query)
+    return TaskListSchema().dump({"tasks": tasks, "total": total})
+
+
+@bp.get("/tasks/<task_id>")
+def get_task(task_id: str) -> ResponseReturnValue:
+    return TaskSchema().dump(services().tasks.get(task_id))
+
+
+@bp.patch("/tasks/<task_id>")
+def update_task(task_id: str) -> ResponseReturnValue:
+    fields = TaskPatchSchema().load(json_body())
+    task = services().tasks.transition(task_id, **fields)
+    return TaskSchema().dump(task)
+
+
+@bp.get("/route")
+def route() -> ResponseReturnValue:
+    query = RouteQuerySchema().load(request.args)
+    chosen = services().tasks.route(query["task_type"])
+    return RouteSchema().dump({
+        "task_type": chosen.task_type,
+        "model": chosen.model,
+        "command_template": chosen.command_template(),
+        "tier": chosen.tier,
+    })
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    query = MetricsQuerySchema().load(request.args)
+    window_days = query.get("window_days", current_app.config["METRICS_WINDOW_DAYS"])
+    return MetricsAggregatesSchema().dump(services().metrics.get_aggregates(window_days))

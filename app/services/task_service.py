@@ -1,0 +1,153 @@
+"""Task lifecycle: create, list, get, and status transitions.
+
+Task state lives in the task log (one line per state change, the whole task each time),
+never only in process memory, so every worker and every process sees the same tasks.
+Each process replays what was appended since its last read. A transition is read,
+checked and written under the log's lock, which is what stops two runners from
+claiming the same task.
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from app.clock import Clock, isoformat, parse_iso, utc_now
+from app.models.metrics import FINAL_STATUSES
+from app.services.metrics_service import MetricsService
+from app.services.routing import Route
+from app.storage import JsonlLog
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"running", "needs_decision", "completed", "failed"}),
+    "running": frozenset({"needs_decision", "completed", "failed"}),
+    "needs_decision": frozenset({"running", "completed", "failed"}),
+    "completed": frozenset(),
+    "failed": frozenset(),
+}
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+class IllegalTransition(ValueError):
+    pass
+
+
+class TaskService:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        routes: dict[str, Route],
+        metrics: MetricsService,
+        clock: Clock = utc_now,
+        fsync: bool = True,
+    ) -> None:
+        self.log = JsonlLog(path, fsync=fsync)
+        self.routes = routes
+        self.metrics = metrics
+        self.clock = clock
+        self._reader = self.log.reader()
+        self._guard = threading.RLock()
+        self._tasks: dict[str, dict[str, Any]] = {}
+
+    def refresh(self) -> None:
+        """Replay what was appended since the last read: the latest state per task."""
+        with self._guard:
+            for batch in self._reader.poll():
+                if batch.reset:
+                    self._tasks = {}
+                for _, state in batch.records:
+                    if isinstance(state.get("id"), str) and state.get("status") in TRANSITIONS:
+                        self._tasks[state["id"]] = state
+
+    def route(self, task_type: str) -> Route:
+        return self.routes[task_type]
+
+    def create(self, direction: str, task_type: str, context: dict[str, Any]) -> dict[str, Any]:
+        route = self.route(task_type)
+        model = context.get("model_override") or route.model
+        now = isoformat(self.clock())
+        task = {
+            "id": uuid.uuid4().hex,
+            "direction": direction,
+            "task_type": task_type,
+            "status": "pending",
+            "model": model,
+            "command": route.command_for(direction, model),
+            "context": context,
+            "output": None,
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "duration_seconds": None,
+        }
+        self.log.append([task])
+        return task
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        with self._guard:
+            self.refresh()
+            task = self._tasks.get(task_id)
+        if task is None:
+            raise TaskNotFound(f"Task {task_id} not found.")
+        return task
+
+    def list_tasks(
+        self, status: str | None = None, task_type: str | None = None, limit: int = 20
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Matching tasks, newest first, at most ``limit``; and how many matched."""
+        with self._guard:
+            self.refresh()
+            matches = [
+                task for task in self._tasks.values()
+                if (status is None or task["status"] == status)
+                and (task_type is None or task["task_type"] == task_type)
+            ]
+        matches.sort(key=lambda task: task["created_at"], reverse=True)
+        return matches[:limit], len(matches)
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self._guard:
+            self.refresh()
+            counts = dict.fromkeys(TRANSITIONS, 0)
+            for task in self._tasks.values():
+                counts[task["status"]] += 1
+        return counts
+
+    def transition(
+        self,
+        task_id: str,
+        status: str,
+        *,
+        output: str | None = None,
+        duration_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Move a task to ``status``; a final status also records its metric."""
+        with self._guard, self.log.locked():
+            task = dict(self.get(task_id))
+            if status not in TRANSITIONS[task["status"]]:
+                raise IllegalTransition(
+                    f"Task {task_id} cannot go from {task['status']} to {status}."
+                )
+            moment = self.clock()
+            task["status"] = status
+            task["updated_at"] = isoformat(moment)
+            if output is not None:
+                task["output"] = output
+            if status == "running" and task.get("started_at") is None:
+                task["started_at"] = task["updated_at"]
+            if status in FINAL_STATUSES:
+                if duration_seconds is None:
+                    began = parse_iso(task.get("started_at") or task["created_at"])
+                    duration_seconds = max((moment - began).total_seconds(), 0.0)
+                task["duration_seconds"] = duration_seconds
+                self.metrics.record_task(
+                    task_id, task["task_type"], task["model"], duration_seconds, status
+                )
+            self.log.append([task])
+            self.refresh()
+        return task

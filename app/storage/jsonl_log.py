@@ -1,0 +1,197 @@
+"""The one place that knows how a store sits on disk.
+
+A store is an append-only JSONL file with a lock file beside it (``<name>.lock``).
+Writers append whole lines under the lock and flush (and by default fsync) before they
+return, so an acknowledged line is on disk. Readers never need the lock: they consume
+complete lines from a remembered offset and leave an unfinished last line for the next
+read. A line that does not parse is logged and skipped.
+
+A crashed writer can leave a torn last line with no newline. The next append starts
+with a newline, so the torn fragment becomes a line of its own (skipped as corrupt)
+instead of swallowing the record written after it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+LOCK_POLL_SECONDS = 0.001
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class StoreUnavailable(OSError):
+    """The store could not be written (folder not writable, disk full...)."""
+
+
+@dataclass
+class Batch:
+    """Lines read by one poll: ``reset`` means the file was replaced or truncated
+    and ``records`` start again from the beginning of the new file."""
+
+    reset: bool = False
+    records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record) + b"\n"
+
+
+class JsonlLog:
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self._lock = FileLock(f"{self.path}.lock", poll_interval=LOCK_POLL_SECONDS)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock: for read-check-append sequences. Re-entrant."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append records as lines, durably, under the lock."""
+        payload = b"".join(encode_line(record) for record in records)
+        if not payload:
+            return
+        with self.locked():
+            try:
+                with open(self.path, "a+b") as handle:
+                    if _ends_torn(handle):
+                        payload = b"\n" + payload
+                    handle.write(payload)
+                    handle.flush()
+                    if self.fsync:
+                        os.fsync(handle.fileno())
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot append to {self.path}: {exc.strerror or exc}"
+                ) from exc
+
+    def reader(self) -> LogReader:
+        return LogReader(self.path)
+
+    def read_line_at(self, offset: int) -> dict[str, Any] | None:
+        """The record on the line starting at ``offset`` (None if it does not parse)."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(offset)
+                return _decode(handle.readline(), offset)
+        except OSError:
+            return None
+
+
+def _ends_torn(handle: Any) -> bool:
+    handle.seek(0, os.SEEK_END)
+    if handle.tell() == 0:
+        return False
+    handle.seek(-1, os.SEEK_END)
+    return handle.read(1) != b"\n"
+
+
+def _decode(line: bytes, offset: int) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    if line.strip():
+        log.warning("skipping unreadable line at byte %d: %.80r", offset, line)
+    return None
+
+
+class LogReader:
+    """Follows one log file from a remembered offset.
+
+    It keeps the file open, so a file replaced by rename (compaction) is noticed by its
+    inode and a file truncated in place by its size; either way the next poll starts
+    over from the beginning with ``reset`` set.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._handle: Any = None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _replaced_or_truncated(self) -> bool:
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return self.offset > 0
+        held = os.fstat(self._handle.fileno())
+        return (on_disk.st_ino, on_disk.st_dev) != (held.st_ino, held.st_dev) or (
+            held.st_size < self.offset
+        )
+
+    def _open(self) -> bool:
+        try:
+            self._handle = open(self.path, "rb")
+        except FileNotFoundError:
+            return False
+        return True
+
+    def poll(self) -> Iterator[Batch]:
+        """Everything appended since the last poll, as batches of complete parsed lines.
+
+        The first batch has ``reset`` set when the file was replaced or truncated.
+        """
+        reset = False
+        if self._handle is not None and self._replaced_or_truncated():
+            self.close()
+            reset, self.offset = self.offset > 0, 0
+        if self._handle is None and not self._open():
+            if reset:
+                yield Batch(reset=True)
+            return
+        for chunk_start, lines in self._chunks():
+            batch, reset = Batch(reset=reset), False
+            position = chunk_start
+            for line in lines:
+                record = _decode(line, position)
+                if record is not None:
+                    batch.records.append((position, record))
+                position += len(line) + 1
+            yield batch
+        if reset:
+            yield Batch(reset=True)
+
+    def _chunks(self) -> Iterator[tuple[int, list[bytes]]]:
+        """Complete lines after ``offset`` in chunks of bounded size; advances the offset."""
+        handle = self._handle
+        handle.seek(self.offset)
+        carry = b""
+        while True:
+            data = handle.read(READ_CHUNK_BYTES)
+            if not data:
+                return
+            data = carry + data
+            end = data.rfind(b"\n")
+            if end < 0:
+                carry = data
+                continue
+            carry = data[end + 1:]
+            start = self.offset
+            self.offset += end + 1
+            yield start, data[:end].split(b"\n")

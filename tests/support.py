@@ -1,0 +1,79 @@
+"""Helpers shared by the tests: a movable clock and a real gunicorn server."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GunicornServer:
+    """``gunicorn wsgi:app`` in its own process, on a free port."""
+
+    def __init__(self, logs_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "AGENT_LOGS_DIR": str(logs_dir), **(env or {})}
+        self.workers = workers
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(logs_dir) / "gunicorn.out"
+
+    def start(self) -> "GunicornServer":
+        with open(self.log_path, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                 "wsgi:app"],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()}")
+            try:
+                requests.get(f"{self.base_url}/api/agent/metrics", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start in 30 s")
+
+    def worker_pids(self) -> set[int]:
+        assert self.process is not None
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+                             capture_output=True, text=True).stdout
+        return {int(pid) for pid in out.split()}
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,42 @@
+"""A real gunicorn with several workers, driven over HTTP."""
+from __future__ import annotations
+
+import re
+
+import requests
+
+from tests.support import GunicornServer
+
+
+def test_every_worker_sees_the_same_tasks_and_metrics(logs_dir) -> None:
+    server = GunicornServer(
+        logs_dir, workers=3,
+        env={"GUNICORN_CMD_ARGS": "--access-logformat '%(p)s %(m)s %(U)s %(s)s'"},
+    ).start()
+    try:
+        base = f"{server.base_url}/api/agent"
+        created = requests.post(f"{base}/tasks", json={"direction": "d", "task_type": "impl"})
+        assert created.status_code == 201
+        task_id = created.json()["id"]
+        for _ in range(30):
+            response = requests.get(f"{base}/tasks/{task_id}", timeout=5)
+            assert response.status_code == 200 and response.json()["id"] == task_id
+        assert requests.patch(f"{base}/tasks/{task_id}", json={"status": "running"}).ok
+        conflicts = [requests.patch(f"{base}/tasks/{task_id}", json={"status": "running"})
+                     for _ in range(5)]
+        assert {r.status_code for r in conflicts} == {409}
+        done = requests.patch(f"{base}/tasks/{task_id}",
+                              json={"status": "completed", "duration_seconds": 4})
+        assert done.status_code == 200
+        for _ in range(30):
+            body = requests.get(f"{base}/metrics", timeout=5).json()
+            assert body["success_rate"]["total"] == 1
+            assert body["execution_time"]["p50_seconds"] == 4
+        bad = requests.post(f"{base}/tasks", data="{oops",
+                            headers={"Content-Type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["detail"]
+    finally:
+        server.stop()
+    access = server.log_path.read_text()
+    pids = set(re.findall(r"^<(\d+)> GET /api/agent/(?:tasks/\w+|metrics) 200", access, re.M))
+    assert len(pids) >= 2, "the requests should have reached more than one worker"

@@ -17,7 +17,7 @@ test: $(BIN)/activate
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/activate
-	$(BIN)/flake8 app scripts tests wsgi.py gunicorn.conf.py
+	$(BIN)/flake8
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench clean
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,3 +21,6 @@ lint: $(BIN)/activate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+bench: $(BIN)/activate
+	$(BIN)/python -m bench.bench_metrics $(BENCH_ARGS)

@@ -13,7 +13,7 @@ def utc_now() -> datetime:
 
 def isoformat(moment: datetime) -> str:
     """ISO 8601 in UTC with an explicit offset, e.g. 2026-01-02T03:04:05.123456+00:00."""
-    return moment.astimezone(timezone.utc).isoformat()
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def parse_iso(text: str) -> datetime:

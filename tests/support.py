@@ -57,9 +57,9 @@ class GunicornServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()}")
             try:
-                requests.get(f"{self.base_url}/api/agent/metrics", timeout=1)
+                requests.get(f"{self.base_url}/api/agent/route?task_type=spec", timeout=1)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not start in 30 s")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -18,9 +19,10 @@ def test_every_worker_sees_the_same_tasks_and_metrics(logs_dir) -> None:
         created = requests.post(f"{base}/tasks", json={"direction": "d", "task_type": "impl"})
         assert created.status_code == 201
         task_id = created.json()["id"]
-        for _ in range(30):
-            response = requests.get(f"{base}/tasks/{task_id}", timeout=5)
-            assert response.status_code == 200 and response.json()["id"] == task_id
+        with ThreadPoolExecutor(8) as pool:
+            seen = list(pool.map(lambda _: requests.get(f"{base}/tasks/{task_id}", timeout=10),
+                                 range(40)))
+        assert all(r.status_code == 200 and r.json()["id"] == task_id for r in seen)
         assert requests.patch(f"{base}/tasks/{task_id}", json={"status": "running"}).ok
         conflicts = [requests.patch(f"{base}/tasks/{task_id}", json={"status": "running"})
                      for _ in range(5)]
@@ -28,10 +30,11 @@ def test_every_worker_sees_the_same_tasks_and_metrics(logs_dir) -> None:
         done = requests.patch(f"{base}/tasks/{task_id}",
                               json={"status": "completed", "duration_seconds": 4})
         assert done.status_code == 200
-        for _ in range(30):
-            body = requests.get(f"{base}/metrics", timeout=5).json()
-            assert body["success_rate"]["total"] == 1
-            assert body["execution_time"]["p50_seconds"] == 4
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(lambda _: requests.get(f"{base}/metrics", timeout=10).json(),
+                                   range(40)))
+        assert all(body["success_rate"]["total"] == 1 for body in bodies)
+        assert all(body["execution_time"]["p50_seconds"] == 4 for body in bodies)
         bad = requests.post(f"{base}/tasks", data="{oops",
                             headers={"Content-Type": "application/json"})
         assert bad.status_code == 400 and bad.json()["detail"]

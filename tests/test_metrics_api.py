@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.clock import isoformat
 from tests import reference
 
 SEED_SHAPE = {
@@ -37,7 +38,7 @@ def test_patch_to_final_status_appends_one_record(client, logs_dir, status, cloc
     [record] = stored(logs_dir)
     assert record == {"task_id": task_id, "task_type": "review",
                       "model": "ollama/glm-4.7-flash:latest", "duration_seconds": 42.5,
-                      "status": status, "created_at": clock().isoformat()}
+                      "status": status, "created_at": isoformat(clock())}
 
 
 @pytest.mark.parametrize("status", ["running", "needs_decision"])

@@ -29,7 +29,7 @@ def test_record_format(service: MetricsService, clock: FakeClock) -> None:
     [record] = lines(service.log.path)
     assert record == {
         "task_id": "t1", "task_type": "impl", "model": "m", "duration_seconds": 12.5,
-        "status": "completed", "created_at": "2026-03-01T12:00:00+00:00",
+        "status": "completed", "created_at": "2026-03-01T12:00:00.000000+00:00",
     }
 
 

@@ -80,9 +80,10 @@ def test_large_file_is_read_in_bounded_chunks(tmp_path: Path, monkeypatch) -> No
 def test_offsets_point_at_their_lines(tmp_path: Path) -> None:
     log = JsonlLog(tmp_path / "s.jsonl")
     log.append([{"n": n} for n in range(5)])
-    for batch in log.reader().poll():
+    reader = log.reader()
+    for batch in reader.poll():
         for offset, record in batch.records:
-            assert log.read_line_at(offset) == record
+            assert reader.read_line_at(offset) == record
 
 
 def _append_many(path: str, writer: int, count: int) -> None:

@@ -7,23 +7,11 @@ to rebuild instead of updating incrementally.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from app.services.metric_records import RecordBatch
+
 INITIAL_CAPACITY = 1024
-
-
-@dataclass(frozen=True)
-class MetricRecord:
-    """One decoded record; times and durations in whole microseconds."""
-
-    task_id: str
-    task_type: str
-    model: str
-    completed: bool
-    duration_us: int
-    created_us: int
 
 
 class Labels:
@@ -33,12 +21,11 @@ class Labels:
         self.names: list[str] = []
         self._codes: dict[str, int] = {}
 
-    def code(self, name: str) -> int:
-        code = self._codes.get(name)
-        if code is None:
-            code = self._codes[name] = len(self.names)
+    def codes(self, names: list[str]) -> np.ndarray:
+        for name in set(names) - self._codes.keys():
+            self._codes[name] = len(self.names)
             self.names.append(name)
-        return code
+        return np.fromiter(map(self._codes.__getitem__, names), np.int32, len(names))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -67,22 +54,19 @@ class RecordColumns:
         """A view of one column's filled part."""
         return self._data[name][: self.size]
 
-    def add(self, records: list[MetricRecord]) -> None:
-        if not records:
+    def add(self, batch: RecordBatch) -> None:
+        if not len(batch):
             return
         rows = {
-            "created_us": np.fromiter((r.created_us for r in records), np.int64, len(records)),
-            "duration_us": np.fromiter((r.duration_us for r in records), np.int64, len(records)),
-            "completed": np.fromiter((r.completed for r in records), np.int8, len(records)),
-            "type_code": np.fromiter(
-                (self.task_types.code(r.task_type) for r in records), np.int32, len(records)
-            ),
-            "model_code": np.fromiter(
-                (self.models.code(r.model) for r in records), np.int32, len(records)
-            ),
+            "created_us": batch.created_us,
+            "duration_us": batch.duration_us,
+            "completed": batch.completed.astype(np.int8),
+            "type_code": self.task_types.codes(batch.task_types),
+            "model_code": self.models.codes(batch.models),
         }
-        order = np.argsort(rows["created_us"], kind="stable")
-        rows = {name: values[order] for name, values in rows.items()}
+        if (np.diff(batch.created_us) < 0).any():
+            order = np.argsort(batch.created_us, kind="stable")
+            rows = {name: values[order] for name, values in rows.items()}
         if self.size and rows["created_us"][0] < self._data["created_us"][self.size - 1]:
             self._insert(rows)
         else:

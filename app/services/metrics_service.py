@@ -11,62 +11,42 @@ store's lock, so a task_id gets exactly one record whoever records it.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from app import config
-from app.clock import Clock, isoformat, parse_iso, utc_now
+from app.clock import Clock, isoformat, utc_now
 from app.models.metrics import FINAL_STATUSES
-from app.services.metric_columns import MetricRecord, RecordColumns
+from app.services.metric_columns import RecordColumns
+from app.services.metric_records import (
+    decode_batch,
+    decode_record,
+    is_duration,
+    is_label,
+    to_micros,
+)
+from app.services.metric_scan import skim, stamp_of
 from app.services.metrics_window import WindowAggregate
 from app.services.task_id_index import TaskIdIndex
 from app.storage import JsonlLog
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ONE_MICROSECOND = timedelta(microseconds=1)
 CACHED_WINDOWS = 4
+SKIM_EVERYTHING = to_micros(datetime(9999, 1, 1, tzinfo=timezone.utc))
 
 
-def to_micros(moment: datetime) -> int:
-    return (moment - EPOCH) // ONE_MICROSECOND
+@dataclass(frozen=True)
+class SkimmedRange:
+    """Lines only skimmed for task_ids, and the newest created_at among them."""
 
-
-def _is_duration(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
-
-
-def _is_label(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
-def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
-    """A stored line as a :class:`MetricRecord`, or None if it is not a valid record."""
-    task_id, task_type, model = raw.get("task_id"), raw.get("task_type"), raw.get("model")
-    duration, status, created_at = (
-        raw.get("duration_seconds"), raw.get("status"), raw.get("created_at")
-    )
-    if not (_is_label(task_id) and _is_label(task_type) and _is_label(model)):
-        return None
-    if status not in FINAL_STATUSES or not _is_duration(duration):
-        return None
-    try:
-        created_us = to_micros(parse_iso(created_at))
-    except (TypeError, ValueError):
-        return None
-    return MetricRecord(
-        task_id, task_type, model, status == "completed", round(duration * 1e6), created_us
-    )
+    start: int
+    end: int
+    newest: bytes
 
 
 class MetricsService:
@@ -83,30 +63,66 @@ class MetricsService:
         self.columns = RecordColumns()
         self._task_ids = TaskIdIndex(self._task_id_at)
         self._windows: OrderedDict[int, WindowAggregate] = OrderedDict()
+        self._skimmed: list[SkimmedRange] = []
 
     def _task_id_at(self, offset: int) -> str | None:
-        raw = self.log.read_line_at(offset)
-        return raw.get("task_id") if raw else None
+        """The task_id of the valid record at ``offset``, if that line holds one."""
+        raw = self._reader.read_line_at(offset)
+        record = decode_record(raw) if raw else None
+        return record[0] if record else None
 
-    def refresh(self) -> None:
-        """Take in whatever was appended (or rebuild if the file was replaced)."""
+    def refresh(self, skim_before_us: int | None = None) -> None:
+        """Take in whatever was appended (or rebuild if the file was replaced).
+
+        With ``skim_before_us``, chunks of canonical lines all older than that are only
+        skimmed for their task_ids; :meth:`_complete_since` decodes them when needed.
+        """
+        older_than = None if skim_before_us is None else stamp_of(skim_before_us)
         with self._guard:
-            for batch in self._reader.poll():
-                if batch.reset:
+            for chunk in self._reader.poll_chunks():
+                if chunk.reset:
                     self._start_over()
-                decoded = []
-                for offset, raw in batch.records:
-                    record = decode_record(raw)
-                    if record is None:
-                        log.warning("skipping invalid metric record at byte %d", offset)
-                    else:
-                        decoded.append((offset, record))
-                fresh = self._task_ids.add_new([(r.task_id, offset) for offset, r in decoded])
-                for (offset, record), new in zip(decoded, fresh):
-                    if not new:
-                        log.warning("skipping second record of task %s at byte %d",
-                                    record.task_id, offset)
-                self.columns.add([record for (_, record), new in zip(decoded, fresh) if new])
+                skimmed = skim(chunk.start, chunk.data, older_than) if older_than else None
+                if skimmed is None:
+                    self._take_in(chunk.decode(), first_seen=self._task_ids.add_new)
+                else:
+                    self._task_ids.add_all(skimmed.task_ids, skimmed.offsets)
+                    self._remember_skimmed(SkimmedRange(chunk.start, chunk.end, skimmed.newest))
+
+    def _take_in(self, records: list[tuple[int, dict[str, Any]]], first_seen: Any) -> None:
+        batch = decode_batch(records)
+        fresh = first_seen(batch.task_ids, batch.offsets)
+        if not fresh.all():
+            log.warning("skipping %d repeated record(s) of a task_id already recorded",
+                        int((~fresh).sum()))
+        self.columns.add(batch.select(fresh))
+
+    def _remember_skimmed(self, skimmed: SkimmedRange) -> None:
+        last = self._skimmed[-1] if self._skimmed else None
+        if last is not None and last.end == skimmed.start:
+            self._skimmed[-1] = SkimmedRange(last.start, skimmed.end,
+                                             max(last.newest, skimmed.newest))
+        else:
+            self._skimmed.append(skimmed)
+
+    def _complete_since(self, cutoff_us: int | None) -> None:
+        """Decode the skimmed ranges that may hold records created at or after the cutoff
+        (all of them when it is None), so the columns hold every such record."""
+        older_than = b"" if cutoff_us is None else stamp_of(cutoff_us)
+        needed = [skimmed for skimmed in self._skimmed if skimmed.newest >= older_than]
+        if not needed:
+            return
+        self._skimmed = [skimmed for skimmed in self._skimmed if skimmed.newest < older_than]
+        for skimmed in needed:
+            for chunk in self._reader.read_range(skimmed.start, skimmed.end):
+                self._take_in(chunk.decode(), first_seen=self._task_ids.first_seen)
+
+    def snapshot(self, since_us: int | None = None) -> RecordColumns:
+        """Columns holding every record created at or after ``since_us`` (None: all)."""
+        with self._guard:
+            self.refresh(skim_before_us=since_us)
+            self._complete_since(since_us)
+            return self.columns
 
     def record_task(
         self,
@@ -117,14 +133,14 @@ class MetricsService:
         status: str,
     ) -> bool:
         """Append the task's record unless it has one already. True if appended."""
-        if not (_is_label(task_id) and _is_label(task_type) and _is_label(model)):
+        if not (is_label(task_id) and is_label(task_type) and is_label(model)):
             raise ValueError("task_id, task_type and model must be non-empty strings")
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {FINAL_STATUSES}, not {status!r}")
-        if not _is_duration(duration_seconds):
+        if not is_duration(duration_seconds):
             raise ValueError("duration_seconds must be a finite number >= 0")
         with self._guard, self.log.locked():
-            self.refresh()
+            self.refresh(skim_before_us=SKIM_EVERYTHING)
             if self._task_ids.contains(task_id):
                 return False
             self.log.append([{
@@ -135,19 +151,19 @@ class MetricsService:
                 "status": status,
                 "created_at": isoformat(self.clock()),
             }])
-            self.refresh()
+            self.refresh(skim_before_us=SKIM_EVERYTHING)
         return True
 
     def get_aggregates(self, window_days: int = 7) -> dict[str, Any]:
         """Aggregates over records created within the last ``window_days`` days."""
         with self._guard:
-            self.refresh()
+            cutoff_us = to_micros(self.clock() - timedelta(days=window_days))
+            columns = self.snapshot(since_us=cutoff_us)
             window = self._windows.pop(window_days, None) or WindowAggregate()
             self._windows[window_days] = window
             while len(self._windows) > CACHED_WINDOWS:
                 self._windows.popitem(last=False)
-            cutoff = self.clock() - timedelta(days=window_days)
-            window.update(self.columns, to_micros(cutoff))
+            window.update(columns, cutoff_us)
             return {"window_days": window_days, **window.summary(self.columns)}
 
 

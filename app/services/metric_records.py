@@ -1,0 +1,162 @@
+"""Turning stored metric lines into validated columns.
+
+A valid record has non-empty string ``task_id``, ``task_type`` and ``model``, a finite
+``duration_seconds`` >= 0, ``status`` completed or failed, and an ISO 8601 ``created_at``
+(UTC when it has no offset). Anything else is skipped. Lines are decoded a chunk at a
+time: the common case (every record valid, timestamps in UTC) is checked and converted
+with list comprehensions and numpy; a chunk with anything unusual falls back to
+checking record by record.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from operator import itemgetter
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+
+from app.clock import parse_iso
+from app.models.metrics import FINAL_STATUSES
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_MICROSECOND = timedelta(microseconds=1)
+UTC_SUFFIX = "+00:00"
+
+
+def to_micros(moment: datetime) -> int:
+    return (moment - EPOCH) // ONE_MICROSECOND
+
+
+def is_duration(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def is_label(value: Any) -> bool:
+    return type(value) is str and bool(value)
+
+
+@dataclass
+class RecordBatch:
+    """Valid records as parallel columns; times and durations in whole microseconds."""
+
+    offsets: np.ndarray
+    task_ids: list[str]
+    task_types: list[str]
+    models: list[str]
+    completed: np.ndarray
+    duration_us: np.ndarray
+    created_us: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.task_ids)
+
+    def select(self, keep: np.ndarray) -> RecordBatch:
+        chosen = np.flatnonzero(keep).tolist()
+        return RecordBatch(
+            self.offsets[keep],
+            [self.task_ids[i] for i in chosen],
+            [self.task_types[i] for i in chosen],
+            [self.models[i] for i in chosen],
+            self.completed[keep],
+            self.duration_us[keep],
+            self.created_us[keep],
+        )
+
+
+def decode_record(raw: dict[str, Any]) -> tuple[str, str, str, bool, int, int] | None:
+    """(task_id, task_type, model, completed, duration_us, created_us), or None."""
+    task_id, task_type, model = raw.get("task_id"), raw.get("task_type"), raw.get("model")
+    duration, status = raw.get("duration_seconds"), raw.get("status")
+    if not (is_label(task_id) and is_label(task_type) and is_label(model)):
+        return None
+    if status not in FINAL_STATUSES or not is_duration(duration):
+        return None
+    try:
+        created_us = to_micros(parse_iso(raw.get("created_at")))
+    except (TypeError, ValueError):
+        return None
+    return task_id, task_type, model, status == "completed", round(duration * 1e6), created_us
+
+
+def _utc_micros(stamps: tuple[Any, ...]) -> np.ndarray | None:
+    """Microseconds since the epoch if every stamp is ISO 8601 ending in +00:00."""
+    if set(map(type, stamps)) != {str} or not all(s.endswith(UTC_SUFFIX) for s in stamps):
+        return None
+    try:
+        naive = np.array([s[: -len(UTC_SUFFIX)] for s in stamps], dtype="datetime64[us]")
+    except ValueError:
+        return None
+    return None if np.isnat(naive).any() else naive.astype(np.int64)
+
+
+_FIELDS = itemgetter("task_id", "task_type", "model", "duration_seconds", "status", "created_at")
+
+
+def _all_labels(values: tuple[Any, ...]) -> bool:
+    return set(map(type, values)) == {str} and "" not in values
+
+
+def _decode_common(offsets: list[int], raws: list[dict[str, Any]]) -> RecordBatch | None:
+    try:
+        task_ids, task_types, models, durations, statuses, stamps = zip(*map(_FIELDS, raws))
+    except KeyError:
+        return None
+    if not (
+        _all_labels(task_ids)
+        and _all_labels(task_types)
+        and _all_labels(models)
+        and set(map(type, durations)) <= {int, float}
+        and set(statuses) <= set(FINAL_STATUSES)
+    ):
+        return None
+    seconds = np.array(durations, dtype=np.float64)
+    if not (np.isfinite(seconds).all() and (seconds >= 0).all()):
+        return None
+    created_us = _utc_micros(stamps)
+    if created_us is None:
+        return None
+    return RecordBatch(
+        np.array(offsets, dtype=np.int64),
+        list(task_ids),
+        list(task_types),
+        list(models),
+        np.array(statuses) == "completed",
+        np.round(seconds * 1e6).astype(np.int64),
+        created_us,
+    )
+
+
+def decode_batch(records: list[tuple[int, dict[str, Any]]]) -> RecordBatch:
+    """The valid records among (offset, raw) pairs, as columns; invalid ones are logged."""
+    offsets = [offset for offset, _ in records]
+    raws = [raw for _, raw in records]
+    batch = _decode_common(offsets, raws)
+    if batch is not None:
+        return batch
+    valid = []
+    for offset, raw in records:
+        decoded = decode_record(raw)
+        if decoded is None:
+            log.warning("skipping invalid metric record at byte %d", offset)
+        else:
+            valid.append((offset, *decoded))
+    columns = list(zip(*valid)) or [()] * 7
+    return RecordBatch(
+        np.array(columns[0], dtype=np.int64),
+        list(columns[1]),
+        list(columns[2]),
+        list(columns[3]),
+        np.array(columns[4], dtype=bool),
+        np.array(columns[5], dtype=np.int64),
+        np.array(columns[6], dtype=np.int64),
+    )

@@ -1,0 +1,146 @@
+"""Measure GET /api/agent/metrics and record_task at scale, in one run.
+
+Generates a store (default 1,000,000 records over 14 days, half inside the 7-day window),
+then measures, on this machine and in this run: a full rescan of the file (the plain
+approach), the first GET after gunicorn starts, warm GETs over HTTP, resident memory
+per worker, and record_task from several processes at once (checking that nothing is
+lost or doubled). Prints one table with the ratios.
+
+    make bench                      # or: python -m bench.bench_metrics --records 200000
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import requests
+
+from app.services.metrics_service import MetricsService
+from bench.full_rescan import full_rescan
+from bench.store import write_store
+from tests.support import GunicornServer
+
+
+def timed(action) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def measure_server(logs_dir: Path, workers: int, window_days: int, requests_count: int) -> dict:
+    server = GunicornServer(logs_dir, workers=workers,
+                            env={"GUNICORN_CMD_ARGS": "--timeout 300"}).start()
+    url = f"{server.base_url}/api/agent/metrics?window_days={window_days}"
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            firsts = list(pool.map(lambda _: timed(lambda: requests.get(url, timeout=300)),
+                                   range(workers)))
+        assert all(response.status_code == 200 for _, response in firsts)
+        warm = []
+        for _ in range(requests_count):
+            elapsed, response = timed(lambda: requests.get(url, timeout=30))
+            assert response.status_code == 200
+            warm.append(elapsed)
+        answer = response.json()
+        memory = [rss_mb(pid) for pid in server.worker_pids()]
+    finally:
+        server.stop()
+    return {"first": max(elapsed for elapsed, _ in firsts), "warm": warm,
+            "rss": memory, "answer": answer}
+
+
+def _writer(path: str, writer: int, count: int, ready, start, report) -> None:
+    service = MetricsService(path)
+    service.record_task(f"bench-warmup-{writer}", "impl", "bench/model", 1.0, "completed")
+    ready.wait()
+    start.wait()
+    began = time.perf_counter()
+    for n in range(count):
+        service.record_task(f"bench-{writer}-{n}", "impl", "bench/model", 1.0, "completed")
+    report.put((began, time.perf_counter()))
+
+
+def measure_writers(path: Path, writers: int, count: int) -> dict:
+    context = multiprocessing.get_context("spawn")
+    ready, start, report = context.Barrier(writers + 1), context.Barrier(writers + 1), \
+        context.Queue()
+    processes = [context.Process(target=_writer, args=(str(path), w, count, ready, start, report))
+                 for w in range(writers)]
+    for process in processes:
+        process.start()
+    ready.wait()
+    start.wait()
+    spans = [report.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join()
+    elapsed = max(end for _, end in spans) - min(began for began, _ in spans)
+    written: dict[str, int] = {}
+    with open(path, "rb") as lines:
+        for line in lines:
+            if b'"bench-' in line:
+                task_id = orjson.loads(line)["task_id"]
+                written[task_id] = written.get(task_id, 0) + 1
+    expected = {f"bench-{w}-{n}" for w in range(writers) for n in range(count)}
+    return {"rate": writers * count / elapsed,
+            "lost": len(expected - written.keys()),
+            "doubled": sum(1 for times in written.values() if times > 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--days", type=float, default=14)
+    parser.add_argument("--window-days", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--writes", type=int, default=2000, help="records per writer")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="metrics-bench-") as folder:
+        logs_dir = Path(folder)
+        store = logs_dir / "metrics.jsonl"
+        generated, _ = timed(lambda: write_store(store, args.records, args.days))
+        size_mb = store.stat().st_size / 1e6
+        print(f"store: {args.records:,} records over {args.days:g} days, {size_mb:.0f} MB "
+              f"(generated in {generated:.1f} s)", flush=True)
+        rescan, expected = timed(lambda: full_rescan(store, args.window_days))
+        server = measure_server(logs_dir, args.workers, args.window_days, args.requests)
+        for key in ("success_rate", "by_task_type"):
+            assert server["answer"][key] == expected[key], key
+        writers = measure_writers(store, args.writers, args.writes)
+
+    warm_median = statistics.median(server["warm"])
+    warm_p95 = sorted(server["warm"])[int(0.95 * len(server["warm"])) - 1]
+    rows = [
+        ("full rescan of the file (plain approach)", f"{rescan:.2f} s", "", ""),
+        ("first GET after start (slowest worker)", f"{server['first']:.2f} s",
+         "<= full rescan", f"{server['first'] / rescan:.2f}x of rescan"),
+        ("warm GET over HTTP, median", f"{warm_median * 1000:.2f} ms", "<= 10 ms", ""),
+        ("warm GET over HTTP, p95", f"{warm_p95 * 1000:.2f} ms", "", ""),
+        ("full rescan / warm GET median", f"{rescan / warm_median:,.0f}x", ">= 100x", ""),
+        ("resident memory per worker", " / ".join(f"{mb:.0f}" for mb in server["rss"]) + " MB",
+         "<= 150 MB", ""),
+        (f"record_task, {args.writers} processes at once", f"{writers['rate']:,.0f} records/s",
+         ">= 2,000/s", f"lost {writers['lost']}, doubled {writers['doubled']}"),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    print(f"records in window: {expected['success_rate']['total']:,} "
+          f"(window_days={args.window_days}); answers match the rescan")
+    for row in [("measure", "value", "target", "ratio / check"), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+
+
+if __name__ == "__main__":
+    main()

@@ -28,11 +28,11 @@ def _valid(record: dict) -> bool:
 
 
 def records_in(path: Path) -> list[dict]:
-    """Valid records in file order, first record per task_id only."""
+    """Valid records on complete lines, in file order, first record per task_id only."""
     seen, out = set(), []
     if not path.exists():
         return out
-    for line in path.read_bytes().split(b"\n"):
+    for line in path.read_bytes().split(b"\n")[:-1]:
         try:
             record = json.loads(line)
         except ValueError:

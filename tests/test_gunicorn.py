@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from app.services.metrics_service import MetricsService
 from tests.support import GunicornServer
 
 
@@ -43,3 +44,24 @@ def test_every_worker_sees_the_same_tasks_and_metrics(logs_dir) -> None:
     access = server.log_path.read_text()
     pids = set(re.findall(r"^<(\d+)> GET /api/agent/(?:tasks/\w+|metrics) 200", access, re.M))
     assert len(pids) >= 2, "the requests should have reached more than one worker"
+
+
+def test_a_new_record_is_on_the_next_get_from_every_worker(logs_dir) -> None:
+    server = GunicornServer(
+        logs_dir, workers=3,
+        env={"GUNICORN_CMD_ARGS": "--access-logformat '%(p)s %(m)s %(U)s %(s)s'"},
+    ).start()
+    writer = MetricsService(logs_dir / "metrics.jsonl")
+    url = f"{server.base_url}/api/agent/metrics"
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            for round_number in range(1, 6):
+                writer.record_task(f"task-{round_number}", "test", "m", round_number, "failed")
+                totals = list(pool.map(
+                    lambda _: requests.get(url, timeout=10).json()["success_rate"]["failed"],
+                    range(12)))
+                assert totals == [round_number] * 12
+    finally:
+        server.stop()
+    access = server.log_path.read_text()
+    assert len(set(re.findall(r"^<(\d+)> GET /api/agent/metrics 200", access, re.M))) >= 2

@@ -110,6 +110,21 @@ def test_window_moves_with_the_clock(service: MetricsService, clock: FakeClock) 
     assert service.get_aggregates(7)["by_model"] == {}
 
 
+def test_equal_durations_leave_the_window_together(service: MetricsService, clock) -> None:
+    for n, duration in enumerate([5, 5, 5, 1, 9]):
+        service.record_task(f"old{n}", "impl", "m", duration, "completed")
+    clock.advance(hours=1)
+    for n, duration in enumerate([5, 7, 7]):
+        service.record_task(f"new{n}", "impl", "m", duration, "completed")
+    assert service.get_aggregates(1)["execution_time"]["count"] == 8
+    clock.advance(hours=23, minutes=30)
+    answer = service.get_aggregates(1)
+    assert answer["execution_time"] == {"p50_seconds": 7, "p90_seconds": 7, "p95_seconds": 7,
+                                        "p99_seconds": 7, "max_seconds": 7, "count": 3}
+    expected = reference.aggregates(reference.records_in(service.log.path), clock(), 1)
+    assert reference.comparable(answer) == expected
+
+
 def test_hand_written_out_of_order_duplicate_and_corrupt_lines(
     service: MetricsService, clock: FakeClock
 ) -> None:

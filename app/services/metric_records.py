@@ -140,7 +140,7 @@ def decode_batch(records: list[tuple[int, dict[str, Any]]]) -> RecordBatch:
     """The valid records among (offset, raw) pairs, as columns; invalid ones are logged."""
     offsets = [offset for offset, _ in records]
     raws = [raw for _, raw in records]
-    batch = _decode_common(offsets, raws)
+    batch = _decode_common(offsets, raws) if records else None
     if batch is not None:
         return batch
     valid = []

@@ -28,6 +28,7 @@ import orjson
 log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 2 * 1024 * 1024
+TAIL_BYTES = 63
 
 
 class StoreUnavailable(OSError):
@@ -205,13 +206,15 @@ class LogReader:
     """Follows one log file from a remembered offset.
 
     It keeps the file open, so a file replaced by rename (compaction) is noticed by its
-    inode and a file truncated in place by its size; either way the next poll starts
-    over from the beginning with ``reset`` set.
+    inode, and a file truncated or rewritten in place by its size or by the last bytes it
+    read no longer standing before the offset; either way the next poll starts over from
+    the beginning with ``reset`` set.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
+        self._seen_tail = b""
         self._handle: Any = None
 
     def close(self) -> None:
@@ -224,9 +227,13 @@ class LogReader:
             on_disk = os.stat(self.path)
         except FileNotFoundError:
             return self.offset > 0
-        held = os.fstat(self._handle.fileno())
-        return (on_disk.st_ino, on_disk.st_dev) != (held.st_ino, held.st_dev) or (
-            held.st_size < self.offset
+        fd = self._handle.fileno()
+        held = os.fstat(fd)
+        return (
+            (on_disk.st_ino, on_disk.st_dev) != (held.st_ino, held.st_dev)
+            or held.st_size < self.offset
+            or os.pread(fd, len(self._seen_tail), self.offset - len(self._seen_tail))
+            != self._seen_tail
         )
 
     def _open(self) -> bool:
@@ -261,13 +268,14 @@ class LogReader:
         reset = False
         if self._handle is not None and self._replaced_or_truncated():
             self.close()
-            reset, self.offset = self.offset > 0, 0
+            reset, self.offset, self._seen_tail = self.offset > 0, 0, b""
         if self._handle is None and not self._open():
             if reset:
                 yield Chunk(0, b"", reset=True)
             return
         for chunk in _line_chunks(self._handle, self.offset):
             self.offset = chunk.end
+            self._seen_tail = (chunk.data[-TAIL_BYTES:] if chunk.data else b"") + b"\n"
             chunk.reset, reset = reset, False
             yield chunk
         if reset:

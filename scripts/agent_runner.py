@@ -54,6 +54,7 @@ def setup_logging(logs_dir: Path, verbose: bool) -> None:
     root = logging.getLogger()
     root.setLevel(level)
     root.addHandler(to_file)
+    logging.getLogger("filelock").setLevel(logging.INFO)  # a line per lock taken is noise
     # Without --verbose, stderr shows the runner's own lines, not urllib3's retries.
     (root if verbose else log).addHandler(to_stderr)
 

@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import requests
 
 from tests.support import ROOT
 
+T = TypeVar("T")
 RUNNER = ROOT / "scripts" / "agent_runner.py"
 WAIT_SECONDS = 120
 
@@ -28,32 +31,34 @@ def start_runner(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def run_runner(env: dict[str, str], *args: str, timeout: float = WAIT_SECONDS):
+def run_runner(
+    env: dict[str, str], *args: str, timeout: float = WAIT_SECONDS
+) -> tuple[int, str]:
     """Run the runner to its end: (exit status, stderr)."""
     process = start_runner(env, *args)
     _, stderr = process.communicate(timeout=timeout)
     return process.returncode, stderr
 
 
-def create_task(base_url: str, direction: str, task_type: str) -> dict:
+def create_task(base_url: str, direction: str, task_type: str) -> dict[str, Any]:
     response = requests.post(f"{base_url}/api/agent/tasks",
                              json={"direction": direction, "task_type": task_type}, timeout=30)
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def get_task(base_url: str, task_id: str) -> dict:
+def get_task(base_url: str, task_id: str) -> dict[str, Any]:
     response = requests.get(f"{base_url}/api/agent/tasks/{task_id}", timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def metric_records(logs_dir: Path) -> list[dict]:
+def metric_records(logs_dir: Path) -> list[dict[str, Any]]:
     path = logs_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def wait_for(condition, what: str, timeout: float = WAIT_SECONDS):
+def wait_for(condition: Callable[[], T], what: str, timeout: float = WAIT_SECONDS) -> T:
     """Poll until ``condition()`` is truthy and return it; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

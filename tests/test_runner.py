@@ -25,9 +25,10 @@ from tests.support import GunicornServer
 
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 # Starts a child that ignores SIGTERM, writes its pid to the file named by the direction,
-# then waits for it: only killing the whole group with SIGKILL ends both.
+# says so, then waits for it: only killing the whole group with SIGKILL ends both.
 STUBBORN = ["sh", "-c",
-            '(trap "" TERM; exec sleep 600) & echo $! > "$1.tmp" && mv "$1.tmp" "$1"; wait',
+            '(trap "" TERM; exec sleep 600) & echo $! > "$1.tmp" && mv "$1.tmp" "$1"'
+            ' && echo "child $! started"; wait',
             "stubborn", "{direction}"]
 ROUTING = {
     "spec": {"model": "fake/spec", "command": [sys.executable, str(FAKE_AGENT),
@@ -112,7 +113,7 @@ def test_timeout_kills_the_whole_process_group(api, env, logs_dir, pid_file):
     assert not process_alive(child)
     reported = get_task(api, task["id"])
     assert reported["status"] == "failed"
-    assert reported["output"].endswith("[timeout after 1 s]\n")
+    assert reported["output"] == f"child {child} started\n[timeout after 1 s]\n"
     assert reported["duration_seconds"] >= 1
     assert [r["status"] for r in metric_records(logs_dir)] == ["failed"]
 
@@ -127,6 +128,17 @@ def test_a_command_that_cannot_start_fails(api, env, logs_dir):
     assert f"finished {task['id']} impl fake/missing failed" in stderr
     [record] = metric_records(logs_dir)
     assert record["task_id"] == task["id"] and record["status"] == "failed"
+
+
+def test_a_log_that_cannot_be_written_fails_the_task(api, env, logs_dir):
+    task = create_task(api, "anything", "spec")
+    (logs_dir / f"task_{task['id']}.log").mkdir()
+    status, stderr = run_runner(env, "--once")
+    assert status == 0, stderr
+    reported = get_task(api, task["id"])
+    assert reported["status"] == "failed"
+    assert reported["output"].startswith(f"[cannot open {logs_dir}/task_{task['id']}.log: ")
+    assert runs(env) == []
 
 
 def test_a_direction_reaches_the_program_as_one_literal_argument(api, env, tmp_path):
@@ -156,7 +168,10 @@ def test_output_reported_is_the_last_64_kib(api, env, logs_dir):
 def test_a_signal_interrupts_running_tasks(api, env, logs_dir, pid_file, signum):
     task = create_task(api, str(pid_file), "test")
     runner = start_runner(env, "--once")
-    child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the child"))
+    log_file = logs_dir / f"task_{task['id']}.log"
+    # The output reaches the log while the command runs.
+    wait_for(lambda: log_file.exists() and "started" in log_file.read_text(), "output")
+    child = int(pid_file.read_text())
     runner.send_signal(signum)
     _, stderr = runner.communicate(timeout=120)
     assert runner.returncode == 128 + signum, stderr
@@ -164,7 +179,7 @@ def test_a_signal_interrupts_running_tasks(api, env, logs_dir, pid_file, signum)
     assert not process_alive(child)
     reported = get_task(api, task["id"])
     assert reported["status"] == "failed"
-    assert "[interrupted: the runner was stopped]" in reported["output"]
+    assert reported["output"] == f"child {child} started\n[interrupted: the runner was stopped]\n"
     [record] = metric_records(logs_dir)
     assert record["status"] == "failed"
     assert record["duration_seconds"] == reported["duration_seconds"]

@@ -36,7 +36,11 @@ def run_command(
 ) -> Outcome:
     """Run ``command``; ``stop`` being set interrupts it. Notes go to the end of the log."""
     started = time.monotonic()
-    with open(log_path, "w+b") as log:
+    try:
+        log = open(log_path, "w+b")
+    except OSError as exc:
+        return Outcome("failed", f"[cannot open {log_path}: {exc.strerror or exc}]\n", 0.0)
+    with log:
         note = _run(command, log, workdir=workdir, timeout=timeout, stop=stop)
         duration = round(time.monotonic() - started, 6)
         if note:

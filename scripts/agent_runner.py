@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = config.runner_from_env()
+        if not settings.workdir.is_dir():
+            raise ValueError(f"AGENT_WORKDIR: {settings.workdir} is not a folder")
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError) as exc:
         print(f"agent_runner: {exc}", file=sys.stderr)

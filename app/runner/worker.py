@@ -26,6 +26,8 @@ def task_log_path(logs_dir: Path, task_id: str) -> Path:
 
 
 class Runner:
+    """Runs tasks on a pool of ``workers`` threads, each task's command a process."""
+
     def __init__(
         self, api: TaskApi, *, logs_dir: Path, workdir: Path, timeout: float, workers: int
     ) -> None:

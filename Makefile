@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint smoke bench clean
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ test: $(BIN)/activate
 
 lint: $(BIN)/activate
 	$(BIN)/flake8
+
+smoke: $(BIN)/activate
+	PYTHON=$(BIN)/python scripts/smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

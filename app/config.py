@@ -1,11 +1,12 @@
 """Configuration read from the environment, in one place.
 
-The app factory uses :func:`from_env`; the runner, which works without an app, uses the
-same function so both agree on defaults.
+The app factory uses :func:`from_env`; the runner, which works without an app, uses
+:func:`runner_from_env`, which builds on it so both agree on defaults.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,49 @@ def metrics_path(logs_dir: str | os.PathLike[str]) -> Path:
 
 def tasks_path(logs_dir: str | os.PathLike[str]) -> Path:
     return Path(logs_dir) / "tasks.jsonl"
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds above zero, from text (ValueError otherwise)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"expected a positive number of seconds, not {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """What ``scripts/agent_runner.py`` needs; it runs without an app."""
+
+    api_base: str
+    api_token: str | None
+    task_timeout: float
+    logs_dir: Path
+    workdir: Path
+
+
+RUNNER_DEFAULTS: dict[str, Any] = {
+    "AGENT_API_BASE": "http://127.0.0.1:8000",
+    "AGENT_TASK_TIMEOUT": 3600.0,
+}
+
+
+def runner_from_env(environ: dict[str, str] | None = None) -> RunnerSettings:
+    """The runner's settings; a bad ``AGENT_TASK_TIMEOUT`` raises ValueError."""
+    env = os.environ if environ is None else environ
+    timeout = RUNNER_DEFAULTS["AGENT_TASK_TIMEOUT"]
+    if env.get("AGENT_TASK_TIMEOUT"):
+        try:
+            timeout = positive_seconds(env["AGENT_TASK_TIMEOUT"])
+        except ValueError as exc:
+            raise ValueError(f"AGENT_TASK_TIMEOUT: {exc}") from exc
+    return RunnerSettings(
+        api_base=(env.get("AGENT_API_BASE") or RUNNER_DEFAULTS["AGENT_API_BASE"]).rstrip("/"),
+        api_token=env.get("AGENT_API_TOKEN") or None,
+        task_timeout=timeout,
+        logs_dir=Path(from_env(env)["AGENT_LOGS_DIR"]),
+        workdir=Path(env.get("AGENT_WORKDIR") or os.getcwd()),
+    )

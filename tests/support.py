@@ -59,7 +59,7 @@ class GunicornServer:
             try:
                 requests.get(f"{self.base_url}/api/agent/route?task_type=spec", timeout=1)
                 return self
-            except (requests.ConnectionError, requests.Timeout):
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not start in 30 s")
 

@@ -10,6 +10,7 @@ from app import config
 from app.clock import utc_now
 from app.errors import register_error_handlers
 from app.routers.agent import bp as agent_bp
+from app.routers.prometheus import bp as prometheus_bp
 from app.services import Services
 from app.services.metrics_service import MetricsService
 from app.services.routing import load_routes
@@ -42,4 +43,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
     app.register_blueprint(agent_bp)
+    app.register_blueprint(prometheus_bp)
     return app

@@ -14,9 +14,10 @@ import logging
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app import config
 from app.clock import Clock, isoformat, parse_iso, utc_now
@@ -24,13 +25,14 @@ from app.models.metrics import FINAL_STATUSES
 from app.services.metric_columns import MetricRecord, RecordColumns
 from app.services.metrics_window import WindowAggregate
 from app.services.task_id_index import TaskIdIndex
-from app.storage import JsonlLog
+from app.storage import Batch, JsonlLog
 
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_MICROSECOND = timedelta(microseconds=1)
 CACHED_WINDOWS = 4
+T = TypeVar("T")
 
 
 def to_micros(moment: datetime) -> int:
@@ -69,6 +71,25 @@ def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
     )
 
 
+def first_records(batch: Batch, task_ids: TaskIdIndex) -> list[MetricRecord]:
+    """The batch's valid records whose task_id has no record yet (noted in ``task_ids``).
+
+    Invalid lines and second records of a task are logged and skipped.
+    """
+    decoded = []
+    for offset, raw in batch.records:
+        record = decode_record(raw)
+        if record is None:
+            log.warning("skipping invalid metric record at byte %d", offset)
+        else:
+            decoded.append((offset, record))
+    fresh = task_ids.add_new([(r.task_id, offset) for offset, r in decoded])
+    for (offset, record), new in zip(decoded, fresh):
+        if not new:
+            log.warning("skipping second record of task %s at byte %d", record.task_id, offset)
+    return [record for (_, record), new in zip(decoded, fresh) if new]
+
+
 class MetricsService:
     def __init__(
         self, path: str | Path, *, clock: Clock = utc_now, fsync: bool = True
@@ -94,19 +115,23 @@ class MetricsService:
             for batch in self._reader.poll():
                 if batch.reset:
                     self._start_over()
-                decoded = []
-                for offset, raw in batch.records:
-                    record = decode_record(raw)
-                    if record is None:
-                        log.warning("skipping invalid metric record at byte %d", offset)
-                    else:
-                        decoded.append((offset, record))
-                fresh = self._task_ids.add_new([(r.task_id, offset) for offset, r in decoded])
-                for (offset, record), new in zip(decoded, fresh):
-                    if not new:
-                        log.warning("skipping second record of task %s at byte %d",
-                                    record.task_id, offset)
-                self.columns.add([record for (_, record), new in zip(decoded, fresh) if new])
+                self.columns.add(first_records(batch, self._task_ids))
+
+    def read_columns(self, view: Callable[[RecordColumns], T]) -> T:
+        """``view(columns)``, computed after a refresh under the guard, so it sees one state."""
+        with self._guard:
+            self.refresh()
+            return view(self.columns)
+
+    def stored_records(self) -> Iterator[MetricRecord]:
+        """Every record the aggregates count, in store order, read afresh in bounded chunks."""
+        reader = self.log.reader()
+        try:
+            task_ids = TaskIdIndex(self._task_id_at)
+            for batch in reader.poll():
+                yield from first_records(batch, task_ids)
+        finally:
+            reader.close()
 
     def record_task(
         self,

@@ -7,8 +7,10 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.clock import parse_iso
+from app.models.agent import STATUSES
 
 FINAL_STATUSES = ("completed", "failed")
+QUEUE_STATUSES = tuple(status for status in STATUSES if status not in FINAL_STATUSES)
 BUCKETS = ("hour", "day")
 EXPORT_FORMATS = ("jsonl", "csv")
 

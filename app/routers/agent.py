@@ -25,7 +25,7 @@ from app.models.metrics import (
     TimeseriesSchema,
 )
 from app.services import Services, record_export
-from app.services.metrics_series import default_bucket, timeseries
+from app.services.metrics_series import default_bucket, service_timeseries
 
 bp = Blueprint("agent", __name__, url_prefix="/api/agent")
 
@@ -97,10 +97,7 @@ def timeseries_query() -> tuple[int, str]:
 @bp.get("/metrics/timeseries")
 def metrics_timeseries() -> ResponseReturnValue:
     window_days, bucket = timeseries_query()
-    metrics = services().metrics
-    series = metrics.read_columns(
-        lambda columns: timeseries(columns, metrics.clock(), window_days, bucket)
-    )
+    series = service_timeseries(services().metrics, window_days, bucket)
     return TimeseriesSchema().dump(
         {"bucket": bucket, "window_days": window_days, "series": series}
     )

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.clock import isoformat
 from app.services.metric_columns import RecordColumns
-from app.services.metrics_service import EPOCH, to_micros
+from app.services.metrics_service import EPOCH, MetricsService, to_micros
 from app.services.metrics_window import MICROS, nearest_rank
 
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
@@ -70,6 +70,15 @@ def timeseries(
             "p95_seconds": nearest_rank(ordered, 95) / MICROS,
         })
     return series
+
+
+def service_timeseries(
+    metrics: MetricsService, window_days: int, bucket: str
+) -> list[dict[str, Any]]:
+    """:func:`timeseries` of a service's records, at the service's clock."""
+    return metrics.read_columns(
+        lambda columns: timeseries(columns, metrics.clock(), window_days, bucket)
+    )
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from app.models.metrics import QUEUE_STATUSES
 from app.services import Services
 from app.services.metrics_series import (
     DURATION_BOUNDS_SECONDS,
     duration_histograms,
     finished_counts,
 )
-
-QUEUE_STATUSES = ("pending", "running", "needs_decision")
 
 
 def _bucket_label(bound: float) -> str:

@@ -32,4 +32,5 @@ def dashboard() -> str:
         success=charts.success_chart(series, bucket),
         durations=charts.duration_chart(series, bucket),
         queue=charts.queue_chart(tasks.counts_by_status(), QUEUE_STATUSES),
+        format_seconds=charts.format_seconds,
     )

@@ -106,10 +106,10 @@ def metrics_timeseries() -> ResponseReturnValue:
 @bp.get("/metrics/records")
 def metrics_records() -> ResponseReturnValue:
     filters = RecordsQuerySchema().load(request.args)
-    format = filters.pop("format")
-    chunks = record_export.export(services().metrics, format, **filters)
+    file_format = filters.pop("format")
+    chunks = record_export.export(services().metrics, file_format, **filters)
     return Response(
         stream_with_context(chunks),
-        content_type=record_export.MEDIA_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="metric-records.{format}"'},
+        content_type=record_export.MEDIA_TYPES[file_format],
+        headers={"Content-Disposition": f'attachment; filename="metric-records.{file_format}"'},
     )

@@ -81,11 +81,11 @@ def _csv_lines(records: Iterable[MetricRecord]) -> Iterator[bytes]:
 LINE_WRITERS = {"csv": _csv_lines, "jsonl": _jsonl_lines}
 
 
-def export(metrics: MetricsService, format: str, **filters: Any) -> Iterator[bytes]:
+def export(metrics: MetricsService, file_format: str, **filters: Any) -> Iterator[bytes]:
     """The matching records in store order, encoded, in chunks of about ``CHUNK_BYTES``."""
     chunk: list[bytes] = []
     size = 0
-    for line in LINE_WRITERS[format](matching(metrics.stored_records(), **filters)):
+    for line in LINE_WRITERS[file_format](matching(metrics.stored_records(), **filters)):
         chunk.append(line)
         size += len(line)
         if size >= CHUNK_BYTES:

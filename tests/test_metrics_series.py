@@ -17,6 +17,7 @@ from app.services.metrics_series import (
     service_timeseries,
 )
 from app.services.metrics_service import MetricsService
+from app.storage import jsonl_log
 from tests import reference
 from tests.seed import spread_records, write_store
 from tests.support import FakeClock
@@ -112,3 +113,19 @@ def test_timeseries_property(records, window_days, bucket) -> None:
         assert service_timeseries(service, window_days, bucket) == reference.timeseries(
             stored, clock(), window_days, bucket
         )
+
+
+def test_stored_records_are_the_counted_ones_read_in_bounded_chunks(
+    service, clock, monkeypatch
+) -> None:
+    write_store(service.log.path, spread_records(clock(), 2000, days=30))
+    monkeypatch.setattr(jsonl_log, "READ_CHUNK_BYTES", 4096)
+    records = service.stored_records()
+    first = next(records)
+    reader = records.gi_frame.f_locals["reader"]
+    assert 0 < reader.offset <= 4096 < service.log.path.stat().st_size
+    rest = [first, *records]
+    assert [r.task_id for r in rest] == [
+        r["task_id"] for r in reference.records_in(service.log.path)
+    ]
+    assert len(rest) == service.get_aggregates(365)["success_rate"]["total"] == 2000

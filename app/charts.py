@@ -7,15 +7,20 @@ zero: an empty series draws an empty frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+Point = dict[str, Any]
+"""One bucket of ``metrics_series.timeseries``."""
+Format = Callable[[float], str]
 
 WIDTH, HEIGHT = 600, 220
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 30
 MAX_X_LABELS = 6
 Y_STEPS = 4
-DURATION_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
+DURATION_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 150, 300, 600, 900, 1800, 3600, 7200, 10800,
                   21600, 43200, 86400)
 """Axis steps for durations, in seconds, that read well as seconds, minutes or hours."""
 
@@ -100,8 +105,8 @@ def _bucket_label(start: datetime, bucket: str) -> str:
     return start.strftime("%b %d %H:00" if bucket == "hour" else "%b %d")
 
 
-def _frame(css_id: str, legend: list[tuple[str, str]], series: list[dict[str, Any]],
-           bucket: str, top_value: float, y_label: Any) -> Chart:
+def _frame(css_id: str, legend: list[tuple[str, str]], series: list[Point],
+           bucket: str, top_value: float, y_label: Format) -> Chart:
     chart = Chart(css_id=css_id, legend=legend)
     count = len(series)
     stride = max(1, math.ceil(count / MAX_X_LABELS))
@@ -118,7 +123,7 @@ def _frame(css_id: str, legend: list[tuple[str, str]], series: list[dict[str, An
     return chart
 
 
-def finished_chart(series: list[dict[str, Any]], bucket: str) -> Chart:
+def finished_chart(series: list[Point], bucket: str) -> Chart:
     """Completed and failed tasks per bucket, as stacked bars."""
     step = nice_step(max((p["completed"] + p["failed"] for p in series), default=0))
     top_value = step * Y_STEPS
@@ -138,8 +143,8 @@ def finished_chart(series: list[dict[str, Any]], bucket: str) -> Chart:
     return chart
 
 
-def _line(chart: Chart, css_class: str, series: list[dict[str, Any]], value_of: Any,
-          top_value: float, label: Any) -> Line:
+def _line(chart: Chart, css_class: str, series: list[Point], value_of: Callable[[Point], float],
+          top_value: float, label: Format) -> Line:
     dots = [
         Dot(chart.x_center(index, len(series)), chart.y_of(value_of(point), top_value),
             f"{point['start']}: {label(value_of(point))}")
@@ -149,19 +154,19 @@ def _line(chart: Chart, css_class: str, series: list[dict[str, Any]], value_of: 
     return Line(css_class, points, dots)
 
 
-def success_chart(series: list[dict[str, Any]], bucket: str) -> Chart:
+def success_chart(series: list[Point], bucket: str) -> Chart:
     """Success rate (percent) of the buckets that have records."""
     chart = _frame("success", [("rate", "success rate")], series, bucket, 100.0,
                    lambda value: f"{value:g}%")
 
-    def rate(point: dict[str, Any]) -> float:
+    def rate(point: Point) -> float:
         return 100.0 * point["completed"] / (point["completed"] + point["failed"])
 
     chart.lines.append(_line(chart, "rate", series, rate, 100.0, lambda v: f"{v:.0f}%"))
     return chart
 
 
-def duration_chart(series: list[dict[str, Any]], bucket: str) -> Chart:
+def duration_chart(series: list[Point], bucket: str) -> Chart:
     """p50 and p95 execution time of the buckets that have records."""
     largest = max((p["p95_seconds"] for p in series), default=0)
     step = next((s for s in DURATION_STEPS if s * Y_STEPS >= largest), None)

@@ -7,9 +7,12 @@ from typing import Any
 from flask import Flask
 
 from app import config
+from app.cli import metrics_cli
 from app.clock import utc_now
 from app.errors import register_error_handlers
 from app.routers.agent import bp as agent_bp
+from app.routers.dashboard import bp as dashboard_bp
+from app.routers.prometheus import bp as prometheus_bp
 from app.services import Services
 from app.services.metrics_service import MetricsService
 from app.services.routing import load_routes
@@ -42,4 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
     app.register_blueprint(agent_bp)
+    app.register_blueprint(prometheus_bp)
+    app.register_blueprint(dashboard_bp)
+    app.cli.add_command(metrics_cli)
     return app

@@ -91,3 +91,43 @@ def comparable(answer: dict) -> dict:
         "by_task_type": answer["by_task_type"],
         "by_model": answer["by_model"],
     }
+
+
+def timeseries(records: list[dict], now: datetime, window_days: int, bucket: str) -> list[dict]:
+    """Per UTC hour or day from the one holding the cutoff through the one holding now."""
+    width = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    cutoff = now - timedelta(days=window_days)
+    window = [r for r in records if _created(r) >= cutoff]
+    last = max([now] + [_created(r) for r in window])
+    start = epoch + (cutoff - epoch) // width * width
+    series = []
+    while start <= last:
+        inside = [r for r in window if start <= _created(r) < start + width]
+        micros = [round(r["duration_seconds"] * 1e6) for r in inside]
+        completed = sum(r["status"] == "completed" for r in inside)
+        series.append({
+            "start": start.isoformat(timespec="microseconds"), "completed": completed,
+            "failed": len(inside) - completed,
+            "p50_seconds": nearest_rank(micros, 50) / 1e6,
+            "p95_seconds": nearest_rank(micros, 95) / 1e6,
+        })
+        start += width
+    return series
+
+
+def finished_counts(records: list[dict]) -> dict[tuple[str, str, str], int]:
+    counts: dict = {}
+    for r in records:
+        key = (r["task_type"], r["model"], r["status"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def histogram(records: list[dict], task_type: str, model: str, bounds: list[float]) -> dict:
+    """Cumulative count per upper bound (``le`` as Prometheus writes it), sum, count."""
+    durations = [r["duration_seconds"] for r in records
+                 if r["task_type"] == task_type and r["model"] == model]
+    buckets = {str(float(b)): sum(d <= b for d in durations) for b in bounds}
+    buckets["+Inf"] = len(durations)
+    return {"buckets": buckets, "sum": sum(durations), "count": len(durations)}

@@ -1,9 +1,18 @@
 """Schemas of metric records and of the aggregates endpoint."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from datetime import datetime
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from app.clock import parse_iso
+from app.models.agent import STATUSES
 
 FINAL_STATUSES = ("completed", "failed")
+QUEUE_STATUSES = tuple(status for status in STATUSES if status not in FINAL_STATUSES)
+BUCKETS = ("hour", "day")
+EXPORT_FORMATS = ("jsonl", "csv")
 
 
 class TaskMetricRecordSchema(Schema):
@@ -59,3 +68,48 @@ class MetricsAggregatesSchema(Schema):
     by_model = fields.Dict(
         keys=fields.String(), values=fields.Nested(ModelBreakdownSchema), required=True
     )
+
+
+class TimeseriesQuerySchema(MetricsQuerySchema):
+    bucket = fields.String(validate=validate.OneOf(BUCKETS))
+
+
+class TimeseriesPointSchema(Schema):
+    start = fields.String(required=True, metadata={"format": "date-time"})
+    completed = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    p50_seconds = fields.Float(required=True)
+    p95_seconds = fields.Float(required=True)
+
+
+class TimeseriesSchema(Schema):
+    bucket = fields.String(required=True)
+    window_days = fields.Integer(required=True)
+    series = fields.List(fields.Nested(TimeseriesPointSchema), required=True)
+
+
+class IsoDateTime(fields.Field):
+    """An ISO 8601 date or datetime, read like the store reads ``created_at``: a
+    moment without an offset is UTC."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        try:
+            return parse_iso(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError("Not an ISO 8601 date or datetime.") from exc
+
+
+class RecordsQuerySchema(Schema):
+    """Filters of the raw-record export; ``since`` inclusive, ``until`` exclusive."""
+
+    format = fields.String(load_default="jsonl", validate=validate.OneOf(EXPORT_FORMATS))
+    since = IsoDateTime()
+    until = IsoDateTime()
+    task_type = fields.String()
+    model = fields.String()
+    status = fields.String(validate=validate.OneOf(FINAL_STATUSES))
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **_: Any) -> None:
+        if "since" in data and "until" in data and data["since"] > data["until"]:
+            raise ValidationError("since must not be later than until.", "until")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request, stream_with_context
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest
 
@@ -17,8 +17,15 @@ from app.models.agent import (
     TaskPatchSchema,
     TaskSchema,
 )
-from app.models.metrics import MetricsAggregatesSchema, MetricsQuerySchema
-from app.services import Services
+from app.models.metrics import (
+    MetricsAggregatesSchema,
+    MetricsQuerySchema,
+    RecordsQuerySchema,
+    TimeseriesQuerySchema,
+    TimeseriesSchema,
+)
+from app.services import Services, record_export
+from app.services.metrics_series import default_bucket, service_timeseries
 
 bp = Blueprint("agent", __name__, url_prefix="/api/agent")
 
@@ -78,3 +85,31 @@ def metrics() -> ResponseReturnValue:
     query = MetricsQuerySchema().load(request.args)
     window_days = query.get("window_days", current_app.config["METRICS_WINDOW_DAYS"])
     return MetricsAggregatesSchema().dump(services().metrics.get_aggregates(window_days))
+
+
+def timeseries_query() -> tuple[int, str]:
+    """``window_days`` and ``bucket`` from the query string, defaults filled in."""
+    query = TimeseriesQuerySchema().load(request.args)
+    window_days = query.get("window_days", current_app.config["METRICS_WINDOW_DAYS"])
+    return window_days, query.get("bucket", default_bucket(window_days))
+
+
+@bp.get("/metrics/timeseries")
+def metrics_timeseries() -> ResponseReturnValue:
+    window_days, bucket = timeseries_query()
+    series = service_timeseries(services().metrics, window_days, bucket)
+    return TimeseriesSchema().dump(
+        {"bucket": bucket, "window_days": window_days, "series": series}
+    )
+
+
+@bp.get("/metrics/records")
+def metrics_records() -> ResponseReturnValue:
+    filters = RecordsQuerySchema().load(request.args)
+    file_format = filters.pop("format")
+    chunks = record_export.export(services().metrics, file_format, **filters)
+    return Response(
+        stream_with_context(chunks),
+        content_type=record_export.MEDIA_TYPES[file_format],
+        headers={"Content-Disposition": f'attachment; filename="metric-records.{file_format}"'},
+    )

@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass
 from operator import itemgetter
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -60,6 +61,12 @@ class RecordBatch:
     def __len__(self) -> int:
         return len(self.task_ids)
 
+    def rows(self) -> Iterator[MetricRecord]:
+        return map(MetricRecord._make, zip(
+            self.task_ids, self.task_types, self.models, self.completed.tolist(),
+            self.duration_us.tolist(), self.created_us.tolist(),
+        ))
+
     def select(self, keep: np.ndarray) -> RecordBatch:
         chosen = np.flatnonzero(keep).tolist()
         return RecordBatch(
@@ -73,8 +80,19 @@ class RecordBatch:
         )
 
 
-def decode_record(raw: dict[str, Any]) -> tuple[str, str, str, bool, int, int] | None:
-    """(task_id, task_type, model, completed, duration_us, created_us), or None."""
+class MetricRecord(NamedTuple):
+    """One valid record; times and durations in whole microseconds."""
+
+    task_id: str
+    task_type: str
+    model: str
+    completed: bool
+    duration_us: int
+    created_us: int
+
+
+def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
+    """The record a stored line holds, or None if it is not a valid record."""
     task_id, task_type, model = raw.get("task_id"), raw.get("task_type"), raw.get("model")
     duration, status = raw.get("duration_seconds"), raw.get("status")
     if not (is_label(task_id) and is_label(task_type) and is_label(model)):
@@ -85,7 +103,9 @@ def decode_record(raw: dict[str, Any]) -> tuple[str, str, str, bool, int, int] |
         created_us = to_micros(parse_iso(raw.get("created_at")))
     except (TypeError, ValueError):
         return None
-    return task_id, task_type, model, status == "completed", round(duration * 1e6), created_us
+    return MetricRecord(
+        task_id, task_type, model, status == "completed", round(duration * 1e6), created_us
+    )
 
 
 def _utc_micros(stamps: tuple[Any, ...]) -> np.ndarray | None:

@@ -13,16 +13,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
+
+import numpy as np
 
 from app import config
 from app.clock import Clock, isoformat, utc_now
 from app.models.metrics import FINAL_STATUSES
 from app.services.metric_columns import RecordColumns
 from app.services.metric_records import (
+    MetricRecord,
+    RecordBatch,
     decode_batch,
     decode_record,
     is_duration,
@@ -32,11 +38,12 @@ from app.services.metric_records import (
 from app.services.metric_scan import skim, stamp_of
 from app.services.metrics_window import WindowAggregate
 from app.services.task_id_index import TaskIdIndex
-from app.storage import JsonlLog
+from app.storage import JsonlLog, LogReader
 
 log = logging.getLogger(__name__)
 
 CACHED_WINDOWS = 4
+T = TypeVar("T")
 SKIM_EVERYTHING = to_micros(datetime(9999, 1, 1, tzinfo=timezone.utc))
 
 
@@ -47,6 +54,27 @@ class SkimmedRange:
     start: int
     end: int
     newest: bytes
+
+
+FirstSeen = Callable[[list[str], np.ndarray], np.ndarray]
+
+
+def valid_task_id_at(reader: LogReader, offset: int) -> str | None:
+    """The task_id of the valid record on the line at ``offset``, if it holds one."""
+    raw = reader.read_line_at(offset)
+    record = decode_record(raw) if raw else None
+    return record.task_id if record else None
+
+
+def first_records(records: list[tuple[int, dict[str, Any]]], first_seen: FirstSeen) -> RecordBatch:
+    """The valid records among (offset, raw) pairs that ``first_seen`` takes as the first
+    of their task; invalid lines and second records of a task are logged and skipped."""
+    batch = decode_batch(records)
+    fresh = first_seen(batch.task_ids, batch.offsets)
+    if not fresh.all():
+        log.warning("skipping %d repeated record(s) of a task_id already recorded",
+                    int((~fresh).sum()))
+    return batch.select(fresh)
 
 
 class MetricsService:
@@ -66,10 +94,7 @@ class MetricsService:
         self._skimmed: list[SkimmedRange] = []
 
     def _task_id_at(self, offset: int) -> str | None:
-        """The task_id of the valid record at ``offset``, if that line holds one."""
-        raw = self._reader.read_line_at(offset)
-        record = decode_record(raw) if raw else None
-        return record[0] if record else None
+        return valid_task_id_at(self._reader, offset)
 
     def refresh(self, skim_before_us: int | None = None) -> None:
         """Take in whatever was appended (or rebuild if the file was replaced).
@@ -84,18 +109,10 @@ class MetricsService:
                     self._start_over()
                 skimmed = skim(chunk.start, chunk.data, older_than) if older_than else None
                 if skimmed is None:
-                    self._take_in(chunk.decode(), first_seen=self._task_ids.add_new)
+                    self.columns.add(first_records(chunk.decode(), self._task_ids.add_new))
                 else:
                     self._task_ids.add_all(skimmed.task_ids, skimmed.offsets)
                     self._remember_skimmed(SkimmedRange(chunk.start, chunk.end, skimmed.newest))
-
-    def _take_in(self, records: list[tuple[int, dict[str, Any]]], first_seen: Any) -> None:
-        batch = decode_batch(records)
-        fresh = first_seen(batch.task_ids, batch.offsets)
-        if not fresh.all():
-            log.warning("skipping %d repeated record(s) of a task_id already recorded",
-                        int((~fresh).sum()))
-        self.columns.add(batch.select(fresh))
 
     def _remember_skimmed(self, skimmed: SkimmedRange) -> None:
         last = self._skimmed[-1] if self._skimmed else None
@@ -115,7 +132,7 @@ class MetricsService:
         self._skimmed = [skimmed for skimmed in self._skimmed if skimmed.newest < older_than]
         for skimmed in needed:
             for chunk in self._reader.read_range(skimmed.start, skimmed.end):
-                self._take_in(chunk.decode(), first_seen=self._task_ids.first_seen)
+                self.columns.add(first_records(chunk.decode(), self._task_ids.first_seen))
 
     def snapshot(self, since_us: int | None = None) -> RecordColumns:
         """Columns holding every record created at or after ``since_us`` (None: all)."""
@@ -123,6 +140,21 @@ class MetricsService:
             self.refresh(skim_before_us=since_us)
             self._complete_since(since_us)
             return self.columns
+
+    def read_columns(self, view: Callable[[RecordColumns], T], since_us: int | None = None) -> T:
+        """``view(columns)`` on a :meth:`snapshot`, under the guard, so it sees one state."""
+        with self._guard:
+            return view(self.snapshot(since_us))
+
+    def stored_records(self) -> Iterator[MetricRecord]:
+        """Every record the aggregates count, in store order, read afresh in bounded chunks."""
+        reader = self.log.reader()
+        try:
+            task_ids = TaskIdIndex(partial(valid_task_id_at, reader))
+            for chunk in reader.poll_chunks():
+                yield from first_records(chunk.decode(), task_ids.add_new).rows()
+        finally:
+            reader.close()
 
     def record_task(
         self,

@@ -1,0 +1,199 @@
+"""Geometry of the dashboard's SVG charts, computed server-side.
+
+The functions turn numbers into shapes (rectangles, polylines, ticks) in SVG user units;
+``templates/dashboard.html`` only draws them. Nothing here divides by a count that can be
+zero: an empty series draws an empty frame.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+Point = dict[str, Any]
+"""One bucket of ``metrics_series.timeseries``."""
+Format = Callable[[float], str]
+
+WIDTH, HEIGHT = 600, 220
+LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 30
+MAX_X_LABELS = 6
+Y_STEPS = 4
+DURATION_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 150, 300, 600, 900, 1800, 3600, 7200, 10800,
+                  21600, 43200, 86400)
+"""Axis steps for durations, in seconds, that read well as seconds, minutes or hours."""
+
+
+@dataclass(frozen=True)
+class Tick:
+    position: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: float
+    y: float
+    width: float
+    height: float
+    css_class: str
+    title: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Dot:
+    x: float
+    y: float
+    title: str
+
+
+@dataclass(frozen=True)
+class Line:
+    css_class: str
+    points: str
+    dots: list[Dot]
+
+
+@dataclass
+class Chart:
+    """One chart: the plot area's corners, axis ticks, and the shapes inside."""
+
+    css_id: str
+    legend: list[tuple[str, str]]
+    grid: str = "y"
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: float = LEFT
+    top: float = TOP
+    right: float = WIDTH - RIGHT
+    bottom: float = HEIGHT - BOTTOM
+    x_ticks: list[Tick] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    rects: list[Rect] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+
+    def x_center(self, index: int, count: int) -> float:
+        return self.left + (index + 0.5) * (self.right - self.left) / count
+
+    def y_of(self, value: float, top_value: float) -> float:
+        return self.bottom - value / top_value * (self.bottom - self.top)
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for an axis: ``45s``, ``2.5m``, ``1.5h``."""
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g}m"
+    return f"{seconds / 3600:.3g}h"
+
+
+def nice_step(largest: float) -> float:
+    """A step of 1, 2 or 5 times a power of ten (at least 1) such that ``Y_STEPS`` steps
+    cover ``largest``."""
+    if largest <= 0:
+        return 1.0
+    raw = largest / Y_STEPS
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return max(step, 1.0)
+
+
+def _bucket_label(start: datetime, bucket: str) -> str:
+    return start.strftime("%b %d %H:00" if bucket == "hour" else "%b %d")
+
+
+def _frame(css_id: str, legend: list[tuple[str, str]], series: list[Point],
+           bucket: str, top_value: float, y_label: Format) -> Chart:
+    chart = Chart(css_id=css_id, legend=legend)
+    count = len(series)
+    stride = max(1, math.ceil(count / MAX_X_LABELS))
+    chart.x_ticks = [
+        Tick(chart.x_center(index, count),
+             _bucket_label(datetime.fromisoformat(point["start"]), bucket))
+        for index, point in enumerate(series) if index % stride == 0
+    ]
+    chart.y_ticks = [
+        Tick(chart.y_of(top_value * step / Y_STEPS, top_value),
+             y_label(top_value * step / Y_STEPS))
+        for step in range(Y_STEPS + 1)
+    ]
+    return chart
+
+
+def finished_chart(series: list[Point], bucket: str) -> Chart:
+    """Completed and failed tasks per bucket, as stacked bars."""
+    step = nice_step(max((p["completed"] + p["failed"] for p in series), default=0))
+    top_value = step * Y_STEPS
+    chart = _frame("finished", [("completed", "completed"), ("failed", "failed")],
+                   series, bucket, top_value, lambda value: f"{value:g}")
+    slot = (chart.right - chart.left) / max(len(series), 1)
+    width = max(slot * 0.8, 1.0)
+    for index, point in enumerate(series):
+        x = chart.x_center(index, len(series)) - width / 2
+        base = chart.bottom
+        for status in ("completed", "failed"):
+            if point[status]:
+                y = chart.y_of(point[status], top_value) - (chart.bottom - base)
+                chart.rects.append(Rect(x, y, width, base - y, status,
+                                        f"{point['start']}: {point[status]} {status}"))
+                base = y
+    return chart
+
+
+def _line(chart: Chart, css_class: str, series: list[Point], value_of: Callable[[Point], float],
+          top_value: float, label: Format) -> Line:
+    dots = [
+        Dot(chart.x_center(index, len(series)), chart.y_of(value_of(point), top_value),
+            f"{point['start']}: {label(value_of(point))}")
+        for index, point in enumerate(series) if point["completed"] + point["failed"]
+    ]
+    points = " ".join(f"{dot.x:.1f},{dot.y:.1f}" for dot in dots)
+    return Line(css_class, points, dots)
+
+
+def success_chart(series: list[Point], bucket: str) -> Chart:
+    """Success rate (percent) of the buckets that have records."""
+    chart = _frame("success", [("rate", "success rate")], series, bucket, 100.0,
+                   lambda value: f"{value:g}%")
+
+    def rate(point: Point) -> float:
+        return 100.0 * point["completed"] / (point["completed"] + point["failed"])
+
+    chart.lines.append(_line(chart, "rate", series, rate, 100.0, lambda v: f"{v:.0f}%"))
+    return chart
+
+
+def duration_chart(series: list[Point], bucket: str) -> Chart:
+    """p50 and p95 execution time of the buckets that have records."""
+    largest = max((p["p95_seconds"] for p in series), default=0)
+    step = next((s for s in DURATION_STEPS if s * Y_STEPS >= largest), None)
+    top_value = (step or nice_step(largest)) * Y_STEPS
+    chart = _frame("durations", [("p50", "p50"), ("p95", "p95")], series, bucket,
+                   top_value, format_seconds)
+    for key in ("p95", "p50"):
+        chart.lines.append(_line(chart, key, series, lambda p, k=key: p[f"{k}_seconds"],
+                                 top_value, lambda v: f"{v:g} s"))
+    return chart
+
+
+def queue_chart(counts: dict[str, int], statuses: tuple[str, ...]) -> Chart:
+    """Tasks per current status, as horizontal bars."""
+    chart = Chart(css_id="queue", legend=[], grid="x", height=36 * len(statuses) + 28,
+                  left=120, bottom=36 * len(statuses) + 8)
+    step = nice_step(max((counts[s] for s in statuses), default=0))
+    top_value = step * Y_STEPS
+    span = chart.right - chart.left
+    for index, status in enumerate(statuses):
+        y = chart.top + index * 36
+        chart.y_ticks.append(Tick(y + 13, status))
+        length = counts[status] / top_value * span
+        chart.rects.append(Rect(chart.left, y, length, 26, status,
+                                f"{status}: {counts[status]}", str(counts[status])))
+    chart.x_ticks = [
+        Tick(chart.left + span * step_index / Y_STEPS, f"{top_value * step_index / Y_STEPS:g}")
+        for step_index in range(Y_STEPS + 1)
+    ]
+    return chart

@@ -1,0 +1,69 @@
+"""``flask --app wsgi metrics ...``: the metrics from a terminal."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from app.models.metrics import MetricsAggregatesSchema
+
+metrics_cli = AppGroup("metrics", help="Task metrics from the metrics store.")
+
+
+def table(headers: Sequence[str], rows: list[Sequence[Any]]) -> str:
+    """Rows under headers; the first column left-aligned, the others right-aligned."""
+    cells = [[str(value) for value in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            value.ljust(width) if i == 0 else value.rjust(width)
+            for i, (value, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def render(aggregates: dict[str, Any]) -> str:
+    totals, times = aggregates["success_rate"], aggregates["execution_time"]
+    days = aggregates["window_days"]
+    parts = [
+        f"Last {days} day{'s' if days != 1 else ''}: {totals['total']} finished, "
+        f"{totals['completed']} completed, {totals['failed']} failed, "
+        f"success rate {totals['rate']:.0%}",
+        f"Execution time: p50 {times['p50_seconds']} s, p95 {times['p95_seconds']} s",
+    ]
+    if not totals["total"]:
+        parts.append("No records in this window.")
+        return "\n".join(parts)
+    by_type = aggregates["by_task_type"]
+    parts += ["", table(
+        ("task type", "count", "completed", "failed", "success rate"),
+        [(name, row["count"], row["completed"], row["failed"], f"{row['success_rate']:.0%}")
+         for name, row in sorted(by_type.items())],
+    )]
+    by_model = aggregates["by_model"]
+    parts += ["", table(
+        ("model", "count", "avg duration (s)"),
+        [(name, row["count"], row["avg_duration"]) for name, row in sorted(by_model.items())],
+    )]
+    return "\n".join(parts)
+
+
+@metrics_cli.command("show")
+@click.option("--window-days", type=click.IntRange(1, 365), default=None,
+              help="Rolling window in days (default: METRICS_WINDOW_DAYS).")
+@click.option("--json", "as_json", is_flag=True, help="Print the aggregates as JSON.")
+def show(window_days: int | None, as_json: bool) -> None:
+    """The rolling-window aggregates, as GET /api/agent/metrics reports them."""
+    window_days = window_days or current_app.config["METRICS_WINDOW_DAYS"]
+    aggregates = current_app.extensions["agent"].metrics.get_aggregates(window_days)
+    if as_json:
+        click.echo(json.dumps(MetricsAggregatesSchema().dump(aggregates), indent=2))
+    else:
+        click.echo(render(aggregates))

@@ -1,0 +1,36 @@
+"""``GET /dashboard``: one server-rendered page of the metrics, charts drawn as inline SVG."""
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from app import charts
+from app.models.metrics import BUCKETS, QUEUE_STATUSES
+from app.routers.agent import services, timeseries_query
+from app.services.metrics_series import service_timeseries
+
+bp = Blueprint("dashboard", __name__)
+WINDOW_CHOICES = (1, 7, 30)
+
+
+@bp.get("/dashboard")
+def dashboard() -> str:
+    window_days, bucket = timeseries_query()
+    metrics, tasks = services().metrics, services().tasks
+    series = service_timeseries(metrics, window_days, bucket)
+    aggregates = metrics.get_aggregates(window_days)
+    return render_template(
+        "dashboard.html",
+        window_days=window_days,
+        bucket=bucket,
+        window_choices=sorted({*WINDOW_CHOICES, window_days}),
+        bucket_choices=BUCKETS,
+        totals=aggregates["success_rate"],
+        execution_time=aggregates["execution_time"],
+        by_task_type=aggregates["by_task_type"],
+        by_model=aggregates["by_model"],
+        finished=charts.finished_chart(series, bucket),
+        success=charts.success_chart(series, bucket),
+        durations=charts.duration_chart(series, bucket),
+        queue=charts.queue_chart(tasks.counts_by_status(), QUEUE_STATUSES),
+        format_seconds=charts.format_seconds,
+    )

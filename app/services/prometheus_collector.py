@@ -1,0 +1,79 @@
+"""Prometheus metrics read from the shared stores at scrape time.
+
+Nothing is counted in process memory: every scrape reads the metric and task stores,
+so each gunicorn worker answers the same and a restart loses nothing. Label sets are
+emitted in sorted order so equal stores give byte-identical output.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from app.models.metrics import QUEUE_STATUSES
+from app.services import Services
+from app.services.metrics_series import (
+    DURATION_BOUNDS_SECONDS,
+    duration_histograms,
+    finished_counts,
+)
+
+
+def _bucket_label(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else f"{float(bound)}"
+
+
+class AgentCollector(Collector):
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        counts, histograms = self.services.metrics.read_columns(
+            lambda columns: (finished_counts(columns), duration_histograms(columns))
+        )
+        finished = CounterMetricFamily(
+            "agent_tasks_finished",
+            "Tasks that reached a final status (one metric record each).",
+            labels=["task_type", "model", "status"],
+        )
+        for labels, count in sorted(counts.items()):
+            finished.add_metric(list(labels), count)
+        yield finished
+
+        durations = HistogramMetricFamily(
+            "agent_task_duration_seconds",
+            "Execution time of finished tasks.",
+            labels=["task_type", "model"],
+        )
+        labels = [_bucket_label(b) for b in (*DURATION_BOUNDS_SECONDS, math.inf)]
+        for histogram in sorted(histograms, key=lambda h: (h.task_type, h.model)):
+            durations.add_metric(
+                [histogram.task_type, histogram.model],
+                list(zip(labels, histogram.cumulative_counts)),
+                histogram.sum_seconds,
+            )
+        yield durations
+
+        queue = GaugeMetricFamily(
+            "agent_tasks_current",
+            "Tasks not yet finished, by current status.",
+            labels=["status"],
+        )
+        by_status = self.services.tasks.counts_by_status()
+        for status in QUEUE_STATUSES:
+            queue.add_metric([status], by_status[status])
+        yield queue
+
+
+def build_registry(services: Services) -> CollectorRegistry:
+    """A registry of its own per app, so apps (and tests) never share collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(services))
+    return registry

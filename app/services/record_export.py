@@ -1,0 +1,94 @@
+"""The raw metric records, filtered, as CSV or JSON Lines, produced a chunk at a time.
+
+Records come from ``MetricsService.stored_records``: the same valid, first-per-task_id
+records the aggregates count, read from the store in bounded chunks, so an export of a
+large store never holds it in memory.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from app.clock import isoformat
+from app.services.metric_records import MetricRecord, to_micros
+from app.services.metrics_series import from_micros
+from app.services.metrics_service import MetricsService
+from app.services.metrics_window import MICROS
+
+FIELDS = ("task_id", "task_type", "model", "duration_seconds", "status", "created_at")
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+CHUNK_BYTES = 64 * 1024
+
+
+def as_stored(record: MetricRecord) -> dict[str, Any]:
+    """A record in the store's own shape (``created_at`` in UTC with its offset)."""
+    return {
+        "task_id": record.task_id,
+        "task_type": record.task_type,
+        "model": record.model,
+        "duration_seconds": record.duration_us / MICROS,
+        "status": "completed" if record.completed else "failed",
+        "created_at": isoformat(from_micros(record.created_us)),
+    }
+
+
+def matching(
+    records: Iterable[MetricRecord],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    task_type: str | None = None,
+    model: str | None = None,
+    status: str | None = None,
+) -> Iterator[MetricRecord]:
+    """Records created in [since, until) with the given labels (None matches all)."""
+    since_us = to_micros(since) if since else None
+    until_us = to_micros(until) if until else None
+    completed = None if status is None else status == "completed"
+    for record in records:
+        if (
+            (since_us is None or record.created_us >= since_us)
+            and (until_us is None or record.created_us < until_us)
+            and (task_type is None or record.task_type == task_type)
+            and (model is None or record.model == model)
+            and (completed is None or record.completed == completed)
+        ):
+            yield record
+
+
+def _jsonl_lines(records: Iterable[MetricRecord]) -> Iterator[bytes]:
+    for record in records:
+        yield orjson.dumps(as_stored(record)) + b"\n"
+
+
+def _csv_lines(records: Iterable[MetricRecord]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\r\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(as_stored(record))
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+LINE_WRITERS = {"csv": _csv_lines, "jsonl": _jsonl_lines}
+
+
+def export(metrics: MetricsService, file_format: str, **filters: Any) -> Iterator[bytes]:
+    """The matching records in store order, encoded, in chunks of about ``CHUNK_BYTES``."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in LINE_WRITERS[file_format](matching(metrics.stored_records(), **filters)):
+        chunk.append(line)
+        size += len(line)
+        if size >= CHUNK_BYTES:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+    yield b"".join(chunk)

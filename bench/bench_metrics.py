@@ -111,14 +111,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="metrics-bench-") as folder:
         logs_dir = Path(folder)
         store = logs_dir / "metrics.jsonl"
-        generated, _ = timed(lambda: write_store(store, args.records, args.days))
+        window_edge = args.window_days * 86400
+        generated, _ = timed(lambda: write_store(
+            store, args.records, args.days, quiet=(window_edge - 3600, window_edge)))
         size_mb = store.stat().st_size / 1e6
         print(f"store: {args.records:,} records over {args.days:g} days, {size_mb:.0f} MB "
               f"(generated in {generated:.1f} s)", flush=True)
         rescan, expected = timed(lambda: full_rescan(store, args.window_days))
         server = measure_server(logs_dir, args.workers, args.window_days, args.requests)
-        for key in ("success_rate", "by_task_type"):
+        for key in ("success_rate", "by_task_type", "by_model"):
             assert server["answer"][key] == expected[key], key
+        for key in ("p50_seconds", "p95_seconds"):
+            assert server["answer"]["execution_time"][key] == expected["execution_time"][key]
         writers = measure_writers(store, args.writers, args.writes)
 
     warm_median = statistics.median(server["warm"])

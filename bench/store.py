@@ -14,11 +14,21 @@ MODELS = ("ollama/glm-4.7-flash:latest", "claude-3-5-haiku-20241022", "cursor/au
 
 
 def write_store(path: Path, count: int, days: float, *, end: datetime | None = None,
-                seed: int = 7) -> None:
-    """``count`` records spread evenly over the ``days`` before ``end``, in time order."""
+                quiet: tuple[float, float] | None = None, seed: int = 7) -> None:
+    """``count`` records spread evenly over the ``days`` before ``end``, in time order.
+
+    ``quiet``, a (youngest, oldest) pair of ages in seconds, leaves that span without
+    records (they are moved to just before it), so a window edge that moves through it
+    during a benchmark does not change the answer.
+    """
     end = end or datetime.now(timezone.utc)
     rng = np.random.default_rng(seed)
-    offsets = np.sort(rng.uniform(0, days * 86400, count))[::-1]
+    offsets = rng.uniform(0, days * 86400, count)
+    if quiet:
+        youngest, oldest = quiet
+        inside = (offsets >= youngest) & (offsets < oldest)
+        offsets[inside] += oldest - youngest
+    offsets = np.sort(offsets)[::-1]
     durations = np.round(rng.lognormal(3.5, 1.0, count), 3)
     types = rng.integers(0, len(TASK_TYPES), count)
     models = rng.integers(0, len(MODELS), count)

@@ -6,10 +6,11 @@ from typing import Any
 
 from flask import Flask
 
-from app import config
+from app import cli, config, security
 from app.clock import utc_now
 from app.errors import register_error_handlers
 from app.routers.agent import bp as agent_bp
+from app.routers.system import bp as system_bp
 from app.services import Services
 from app.services.metrics_service import MetricsService
 from app.services.routing import load_routes
@@ -41,5 +42,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["agent"] = Services(tasks=tasks, metrics=metrics)
 
     register_error_handlers(app)
+    security.init_app(app)
+    cli.init_app(app)
     app.register_blueprint(agent_bp)
+    app.register_blueprint(system_bp)
     return app

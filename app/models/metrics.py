@@ -4,6 +4,8 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 FINAL_STATUSES = ("completed", "failed")
+MAX_DURATION_SECONDS = 1e8
+"""About three years: longer is a wrong clock or a typo, and it keeps sums in int64."""
 
 
 class TaskMetricRecordSchema(Schema):

@@ -1,8 +1,9 @@
 """The ``agent`` blueprint: parse with schemas, call a service, serialize."""
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
@@ -28,10 +29,13 @@ def services() -> Services:
 
 
 def json_body() -> Any:
-    """The request body as JSON whatever its content type (400 if it is not JSON)."""
+    """The request body as JSON whatever its content type (400 if it is not JSON).
+
+    Parsed strictly (no NaN, no lone surrogates), as the stores will write it back.
+    """
     try:
-        return json.loads(request.get_data())
-    except ValueError as exc:
+        return orjson.loads(request.get_data())
+    except orjson.JSONDecodeError as exc:
         raise BadRequest(f"Malformed JSON body: {exc}") from exc
 
 

@@ -8,13 +8,18 @@ read. A line that does not parse is logged and skipped.
 
 A crashed writer can leave a torn last line with no newline. The next append starts
 with a newline, so the torn fragment becomes a line of its own (skipped as corrupt)
-instead of swallowing the record written after it.
+instead of swallowing the record written after it. An append that fails (disk full)
+cuts the file back to where it began, so a failed write leaves nothing behind.
+
+Compaction (:meth:`JsonlLog.rewrite`) writes the kept records to a new file and renames
+it over the log, under the lock; readers notice the new inode and start over.
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +29,9 @@ import orjson
 from filelock import FileLock
 
 log = logging.getLogger(__name__)
+
+Selector = Callable[[Iterator[dict[str, Any]]], Iterable[dict[str, Any]]]
+"""Given a log's records in order, yields the ones a rewrite keeps."""
 
 LOCK_POLL_SECONDS = 0.001
 READ_CHUNK_BYTES = 8 * 1024 * 1024
@@ -72,17 +80,70 @@ class JsonlLog:
             return
         with self.locked():
             try:
-                with open(self.path, "a+b") as handle:
+                with open(self.path, "a+b", buffering=0) as handle:
                     if _ends_torn(handle):
                         payload = b"\n" + payload
-                    handle.write(payload)
-                    handle.flush()
-                    if self.fsync:
-                        os.fsync(handle.fileno())
+                    start = handle.tell()
+                    try:
+                        _write_all(handle, payload, fsync=self.fsync)
+                    except OSError:
+                        handle.truncate(start)
+                        raise
             except OSError as exc:
                 raise StoreUnavailable(
                     f"cannot append to {self.path}: {exc.strerror or exc}"
                 ) from exc
+
+    def rewrite(self, keep: Selector) -> int:
+        """Replace the log by ``keep(records)``, atomically, under the lock.
+
+        ``keep`` gets every parseable record in file order and yields those to keep. They
+        go to a temporary file in the same folder, which is fsynced and renamed over the
+        log; then the folder is fsynced so the rename itself is durable. Appends wait for
+        the lock meanwhile, so none is lost; a failure leaves the log as it was. Returns
+        how many records were written.
+        """
+        with self.locked():
+            reader = self.reader()
+            records = (record for batch in reader.poll() for _, record in batch.records)
+            handle = tempfile.NamedTemporaryFile(
+                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False
+            )
+            try:
+                with handle:
+                    written = 0
+                    for record in keep(records):
+                        handle.write(encode_line(record))
+                        written += 1
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                _copy_mode(self.path, handle.name)
+                os.replace(handle.name, self.path)
+                _fsync_folder(self.path.parent)
+            except OSError as exc:
+                _remove_quietly(handle.name)
+                raise StoreUnavailable(
+                    f"cannot rewrite {self.path}: {exc.strerror or exc}"
+                ) from exc
+            except BaseException:
+                _remove_quietly(handle.name)
+                raise
+            finally:
+                reader.close()
+        return written
+
+    def writable(self) -> bool:
+        """Whether an append could succeed now: the file opens for append and space is left."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab"):
+                pass
+            with open(f"{self.path}.lock", "ab"):
+                pass
+            free = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return free.f_bavail > 0
 
     def reader(self) -> LogReader:
         return LogReader(self.path)
@@ -95,6 +156,38 @@ class JsonlLog:
                 return _decode(handle.readline(), offset)
         except OSError:
             return None
+
+
+def _write_all(handle: Any, payload: bytes, *, fsync: bool) -> None:
+    """Write every byte through an unbuffered handle (a raw write may write part)."""
+    view = memoryview(payload)
+    while view:
+        view = view[handle.write(view):]
+    if fsync:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _copy_mode(original: Path, replacement: str) -> None:
+    """Give the new file the old one's permissions (a temporary file starts private)."""
+    try:
+        os.chmod(replacement, os.stat(original).st_mode & 0o7777)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _ends_torn(handle: Any) -> bool:

@@ -1,0 +1,23 @@
+"""The shape of every error the API returns."""
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+
+class ErrorSchema(Schema):
+    detail = fields.String(required=True)
+    errors = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "Per-field messages, when fields failed validation."},
+    )
+
+
+class StoreHealthSchema(Schema):
+    path = fields.String(required=True)
+    writable = fields.Boolean(required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"enum": ["ok", "degraded"]})
+    stores = fields.Dict(keys=fields.String(), values=fields.Nested(StoreHealthSchema),
+                         required=True)

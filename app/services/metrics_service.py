@@ -166,7 +166,8 @@ class MetricsService:
                     report.kept += 1
                     yield raw
 
-        self.log.rewrite(keep)
+        unreadable = self.log.rewrite(keep)
+        report.invalid += unreadable
         log.info("compacted %s: %s", self.log.path, report.summary())
         return report
 

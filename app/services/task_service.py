@@ -34,9 +34,17 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 log = logging.getLogger(__name__)
 
 
+TEXT_FIELDS = ("id", "direction", "task_type", "model", "command", "created_at", "updated_at")
+
+
 def is_task_state(state: dict[str, Any]) -> bool:
-    """Whether a stored line is a task state the service can use."""
-    return isinstance(state.get("id"), str) and state.get("status") in TRANSITIONS
+    """Whether a stored line is a task state the service can use (a line written by
+    hand or damaged may lack fields that listing and transitions rely on)."""
+    return (
+        state.get("status") in TRANSITIONS
+        and all(isinstance(state.get(name), str) for name in TEXT_FIELDS)
+        and isinstance(state.get("context"), dict)
+    )
 
 
 class TaskNotFound(LookupError):
@@ -109,7 +117,8 @@ class TaskService:
                     report.kept += 1
                     yield state
 
-        self.log.rewrite(keep)
+        unreadable = self.log.rewrite(keep)
+        report.invalid += unreadable
         log.info("compacted %s: %s", self.log.path, report.summary())
         return report
 

@@ -44,10 +44,12 @@ class StoreUnavailable(OSError):
 @dataclass
 class Batch:
     """Lines read by one poll: ``reset`` means the file was replaced or truncated
-    and ``records`` start again from the beginning of the new file."""
+    and ``records`` start again from the beginning of the new file. ``unreadable``
+    counts the non-blank lines skipped because they did not parse."""
 
     reset: bool = False
     records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    unreadable: int = 0
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
@@ -100,21 +102,27 @@ class JsonlLog:
         ``keep`` gets every parseable record in file order and yields those to keep. They
         go to a temporary file in the same folder, which is fsynced and renamed over the
         log; then the folder is fsynced so the rename itself is durable. Appends wait for
-        the lock meanwhile, so none is lost; a failure leaves the log as it was. Returns
-        how many records were written.
+        the lock meanwhile, so none is lost; a failure leaves the log as it was. Lines
+        that do not parse, and an unfinished last line, are left out. Returns how many
+        lines were left out because they did not parse.
         """
+        unreadable = 0
+
+        def records() -> Iterator[dict[str, Any]]:
+            nonlocal unreadable
+            for batch in reader.poll():
+                unreadable += batch.unreadable
+                yield from (record for _, record in batch.records)
+
         with self.locked():
             reader = self.reader()
-            records = (record for batch in reader.poll() for _, record in batch.records)
             handle = tempfile.NamedTemporaryFile(
                 dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False
             )
             try:
                 with handle:
-                    written = 0
-                    for record in keep(records):
+                    for record in keep(records()):
                         handle.write(encode_line(record))
-                        written += 1
                     handle.flush()
                     os.fsync(handle.fileno())
                 _copy_mode(self.path, handle.name)
@@ -130,7 +138,7 @@ class JsonlLog:
                 raise
             finally:
                 reader.close()
-        return written
+        return unreadable
 
     def writable(self) -> bool:
         """Whether an append could succeed now: the file opens for append and space is left."""
@@ -265,6 +273,8 @@ class LogReader:
                 record = _decode(line, position)
                 if record is not None:
                     batch.records.append((position, record))
+                elif line.strip():
+                    batch.unreadable += 1
                 position += len(line) + 1
             yield batch
         if reset:

@@ -59,7 +59,7 @@ class GunicornServer:
             try:
                 requests.get(f"{self.base_url}/api/agent/metrics", timeout=1)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not start in 30 s")
 

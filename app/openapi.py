@@ -2,8 +2,8 @@
 
 :data:`OPERATIONS` names each view function (its endpoint, ``blueprint.function``) with
 what it takes and returns; :func:`build_document` walks the app's URL rules and
-describes each through that entry. A new endpoint is documented by adding one entry
-(or calling :func:`register`); a test fails for any URL rule without one.
+describes each through that entry. A new endpoint is documented by adding one entry;
+a test fails for any URL rule without one.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from app.models.agent import (
     TaskPatchSchema,
     TaskSchema,
 )
-from app.models.errors import ErrorSchema, HealthSchema
+from app.models.errors import ErrorSchema
+from app.models.health import HealthSchema
 from app.models.metrics import MetricsAggregatesSchema, MetricsQuerySchema
 
 TITLE = "Agent task service"
@@ -107,11 +108,6 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "system.openapi": Operation("This document", public=True),
 }
-
-
-def register(endpoint: str, operation: Operation) -> None:
-    """Document another view function (``blueprint.function``)."""
-    OPERATIONS[endpoint] = operation
 
 
 def openapi_path(rule: Rule) -> str:

@@ -10,14 +10,3 @@ class ErrorSchema(Schema):
         keys=fields.String(),
         metadata={"description": "Per-field messages, when fields failed validation."},
     )
-
-
-class StoreHealthSchema(Schema):
-    path = fields.String(required=True)
-    writable = fields.Boolean(required=True)
-
-
-class HealthSchema(Schema):
-    status = fields.String(required=True, metadata={"enum": ["ok", "degraded"]})
-    stores = fields.Dict(keys=fields.String(), values=fields.Nested(StoreHealthSchema),
-                         required=True)

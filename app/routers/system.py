@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 
-from app.models.errors import HealthSchema
+from app.models.health import HealthSchema
 from app.openapi import openapi_document
 from app.services import Services
 

@@ -4,12 +4,15 @@ The click groups are defined here once; commands for either store attach to them
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from app.services import Services
 from app.services.retention import CompactionReport
+from app.storage import StoreUnavailable
 
 DEFAULT_KEEP_DAYS = 30
 
@@ -26,7 +29,11 @@ def _services() -> Services:
     return current_app.extensions["agent"]
 
 
-def _report(store: str, report: CompactionReport) -> None:
+def _compact(store: str, compact: Callable[[int], CompactionReport], keep_days: int) -> None:
+    try:
+        report = compact(keep_days)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"{store}: {report.summary()}")
 
 
@@ -34,14 +41,14 @@ def _report(store: str, report: CompactionReport) -> None:
 @keep_days_option
 def compact_metrics(keep_days: int) -> None:
     """Rewrite metrics.jsonl keeping only records newer than --keep-days days."""
-    _report("metrics", _services().metrics.compact(keep_days))
+    _compact("metrics", _services().metrics.compact, keep_days)
 
 
 @tasks_cli.command("compact")
 @keep_days_option
 def compact_tasks(keep_days: int) -> None:
     """Rewrite tasks.jsonl as each task's latest state, dropping old final tasks."""
-    _report("tasks", _services().tasks.compact(keep_days))
+    _compact("tasks", _services().tasks.compact, keep_days)
 
 
 def init_app(app: Flask) -> None:

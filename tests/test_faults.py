@@ -177,3 +177,18 @@ def test_unwritable_folder_answers_503_on_create(client, logs_dir) -> None:
         chattr("-i", logs_dir)
     assert client.post("/api/agent/tasks",
                        json={"direction": "d", "task_type": "spec"}).status_code == 201
+
+
+def test_compaction_in_an_unwritable_folder_changes_nothing(app, client, logs_dir) -> None:
+    client.post("/api/agent/tasks", json={"direction": "d", "task_type": "spec"})
+    before = sorted(path.name for path in logs_dir.iterdir())
+    content = (logs_dir / "tasks.jsonl").read_bytes()
+    if not chattr("+i", logs_dir):
+        pytest.skip("chattr +i is not supported on this filesystem")
+    try:
+        result = app.test_cli_runner().invoke(args=["tasks", "compact", "--keep-days", "0"])
+    finally:
+        chattr("-i", logs_dir)
+    assert result.exit_code == 1 and "cannot rewrite" in result.output
+    assert sorted(path.name for path in logs_dir.iterdir()) == before
+    assert (logs_dir / "tasks.jsonl").read_bytes() == content

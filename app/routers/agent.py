@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
 from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge

@@ -116,28 +116,29 @@ class JsonlLog:
 
         with self.locked():
             reader = self.reader()
-            handle = tempfile.NamedTemporaryFile(
-                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False
-            )
+            temporary = None
             try:
-                with handle:
+                with tempfile.NamedTemporaryFile(
+                    dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp",
+                    delete=False,
+                ) as handle:
+                    temporary = handle.name
                     for record in keep(records()):
                         handle.write(encode_line(record))
                     handle.flush()
                     os.fsync(handle.fileno())
-                _copy_mode(self.path, handle.name)
-                os.replace(handle.name, self.path)
+                _copy_mode(self.path, temporary)
+                os.replace(temporary, self.path)
+                temporary = None
                 _fsync_folder(self.path.parent)
             except OSError as exc:
-                _remove_quietly(handle.name)
                 raise StoreUnavailable(
                     f"cannot rewrite {self.path}: {exc.strerror or exc}"
                 ) from exc
-            except BaseException:
-                _remove_quietly(handle.name)
-                raise
             finally:
                 reader.close()
+                if temporary is not None:
+                    _remove_quietly(temporary)
         return unreadable
 
     def writable(self) -> bool:

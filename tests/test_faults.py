@@ -14,7 +14,7 @@ import requests
 
 from app import config
 from app.services.metrics_service import MetricsService
-from app.storage import JsonlLog
+from app.storage import JsonlLog, StoreUnavailable
 from tests.processes import spawn
 from tests.support import GunicornServer
 
@@ -145,7 +145,9 @@ def chattr(flag: str, *paths: Path) -> bool:
     return done.returncode == 0
 
 
-def test_unwritable_store_answers_503_and_leaves_the_task_unchanged(client, logs_dir) -> None:
+def test_unwritable_store_answers_503_and_leaves_the_task_unchanged(
+    app, client, logs_dir
+) -> None:
     task = client.post("/api/agent/tasks", json={"direction": "d", "task_type": "spec"}).json
     metrics_store = logs_dir / "metrics.jsonl"
     metrics_store.touch()
@@ -158,6 +160,8 @@ def test_unwritable_store_answers_503_and_leaves_the_task_unchanged(client, logs
         assert finished.status_code == 503 and "metrics.jsonl" in finished.json["detail"]
         assert client.get(f"/api/agent/tasks/{task['id']}").json["status"] == "pending"
         assert client.get("/api/agent/metrics").json["success_rate"]["total"] == 0
+        with pytest.raises(StoreUnavailable):
+            app.extensions["agent"].metrics.record_task("t", "impl", "m", 1.0, "completed")
     finally:
         chattr("-i", metrics_store)
     finished = client.patch(f"/api/agent/tasks/{task['id']}", json={"status": "failed"})

@@ -6,13 +6,13 @@ from typing import Any
 
 from flask import Flask
 
-from app import config
-from app.cli import metrics_cli
+from app import cli, config, security
 from app.clock import utc_now
 from app.errors import register_error_handlers
 from app.routers.agent import bp as agent_bp
 from app.routers.dashboard import bp as dashboard_bp
 from app.routers.prometheus import bp as prometheus_bp
+from app.routers.system import bp as system_bp
 from app.services import Services
 from app.services.metrics_service import MetricsService
 from app.services.routing import load_routes
@@ -44,8 +44,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["agent"] = Services(tasks=tasks, metrics=metrics)
 
     register_error_handlers(app)
+    security.init_app(app)
+    cli.init_app(app)
     app.register_blueprint(agent_bp)
+    app.register_blueprint(system_bp)
     app.register_blueprint(prometheus_bp)
     app.register_blueprint(dashboard_bp)
-    app.cli.add_command(metrics_cli)
     return app

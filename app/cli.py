@@ -1,17 +1,57 @@
-"""``flask --app wsgi metrics ...``: the metrics from a terminal."""
+"""``flask`` commands: ``flask --app wsgi metrics ...`` and ``flask --app wsgi tasks ...``.
+
+The click groups are defined here once; commands for either store attach to them.
+"""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from app.models.metrics import MetricsAggregatesSchema
+from app.services import Services
+from app.services.retention import CompactionReport
+from app.storage import StoreUnavailable
 
-metrics_cli = AppGroup("metrics", help="Task metrics from the metrics store.")
+DEFAULT_KEEP_DAYS = 30
+
+metrics_cli = AppGroup("metrics", help="Work with the metrics store.")
+tasks_cli = AppGroup("tasks", help="Work with the task store.")
+
+keep_days_option = click.option(
+    "--keep-days", type=click.IntRange(min=0), default=DEFAULT_KEEP_DAYS, show_default=True,
+    help="Keep what is newer than this many days.",
+)
+
+
+def _services() -> Services:
+    return current_app.extensions["agent"]
+
+
+def _compact(store: str, compact: Callable[[int], CompactionReport], keep_days: int) -> None:
+    try:
+        report = compact(keep_days)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{store}: {report.summary()}")
+
+
+@metrics_cli.command("compact")
+@keep_days_option
+def compact_metrics(keep_days: int) -> None:
+    """Rewrite metrics.jsonl keeping only records newer than --keep-days days."""
+    _compact("metrics", _services().metrics.compact, keep_days)
+
+
+@tasks_cli.command("compact")
+@keep_days_option
+def compact_tasks(keep_days: int) -> None:
+    """Rewrite tasks.jsonl as each task's latest state, dropping old final tasks."""
+    _compact("tasks", _services().tasks.compact, keep_days)
 
 
 def table(headers: Sequence[str], rows: list[Sequence[Any]]) -> str:
@@ -62,8 +102,13 @@ def render(aggregates: dict[str, Any]) -> str:
 def show(window_days: int | None, as_json: bool) -> None:
     """The rolling-window aggregates, as GET /api/agent/metrics reports them."""
     window_days = window_days or current_app.config["METRICS_WINDOW_DAYS"]
-    aggregates = current_app.extensions["agent"].metrics.get_aggregates(window_days)
+    aggregates = _services().metrics.get_aggregates(window_days)
     if as_json:
         click.echo(json.dumps(MetricsAggregatesSchema().dump(aggregates), indent=2))
     else:
         click.echo(render(aggregates))
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(metrics_cli)
+    app.cli.add_command(tasks_cli)

@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_WINDOW_DAYS": 7,
     "AGENT_ROUTING_FILE": None,
     "AGENT_FSYNC": True,
+    "AGENT_API_TOKEN": None,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
 }
 
 
@@ -35,6 +37,10 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
         config["AGENT_ROUTING_FILE"] = env["AGENT_ROUTING_FILE"]
     if "AGENT_FSYNC" in env:
         config["AGENT_FSYNC"] = _flag(env["AGENT_FSYNC"])
+    if env.get("AGENT_API_TOKEN"):
+        config["AGENT_API_TOKEN"] = env["AGENT_API_TOKEN"]
+    if env.get("AGENT_MAX_BODY_BYTES"):
+        config["MAX_CONTENT_LENGTH"] = int(env["AGENT_MAX_BODY_BYTES"])
     return config
 
 

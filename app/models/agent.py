@@ -3,9 +3,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+
+MAX_DIRECTION_CHARS = 64 * 1024
+MAX_OUTPUT_CHARS = 256 * 1024
+MAX_CONTEXT_BYTES = 64 * 1024
 TASK_TYPES = ("spec", "test", "impl", "review", "heal")
+MAX_DURATION_SECONDS = 1e8
+"""About three years: longer is a wrong clock or a typo, and it keeps sums in int64."""
 STATUSES = ("pending", "running", "needs_decision", "completed", "failed")
 
 
@@ -15,9 +22,14 @@ def _not_blank(value: str) -> None:
 
 
 class TaskCreateSchema(Schema):
-    direction = fields.String(required=True, validate=_not_blank)
+    direction = fields.String(
+        required=True, validate=[_not_blank, validate.Length(max=MAX_DIRECTION_CHARS)]
+    )
     task_type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
-    context = fields.Dict(keys=fields.String(), load_default=dict)
+    context = fields.Dict(
+        keys=fields.String(), load_default=dict,
+        metadata={"description": f"At most {MAX_CONTEXT_BYTES} bytes as compact JSON."},
+    )
 
     @validates("context")
     def _model_override(self, context: dict[str, Any], **_: Any) -> None:
@@ -25,11 +37,22 @@ class TaskCreateSchema(Schema):
         if override is not None and not (isinstance(override, str) and override.strip()):
             raise ValidationError("model_override must be a non-empty string.")
 
+    @validates("context")
+    def _context_size(self, context: dict[str, Any], **_: Any) -> None:
+        try:
+            size = len(orjson.dumps(context))
+        except orjson.JSONEncodeError as exc:
+            raise ValidationError(f"context cannot be stored as JSON: {exc}") from exc
+        if size > MAX_CONTEXT_BYTES:
+            raise ValidationError(f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON.")
+
 
 class TaskPatchSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
-    output = fields.String(allow_none=True)
-    duration_seconds = fields.Float(validate=validate.Range(min=0), allow_nan=False)
+    output = fields.String(allow_none=True, validate=validate.Length(max=MAX_OUTPUT_CHARS))
+    duration_seconds = fields.Float(
+        validate=validate.Range(min=0, max=MAX_DURATION_SECONDS), allow_nan=False
+    )
 
 
 class TaskSchema(Schema):

@@ -1,12 +1,12 @@
 """The ``agent`` blueprint: parse with schemas, call a service, serialize."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, current_app, request, stream_with_context
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from app.models.agent import (
     RouteQuerySchema,
@@ -34,11 +34,33 @@ def services() -> Services:
     return current_app.extensions["agent"]
 
 
+def request_body() -> bytes:
+    """The body, 413 if it is larger than MAX_CONTENT_LENGTH.
+
+    A body without Content-Length (chunked) is cut at the limit by werkzeug without an
+    error when it ends exactly there; one more byte from the server's stream tells a
+    body that fits from one that was cut.
+    """
+    data = request.get_data()
+    limit = request.max_content_length
+    if (
+        limit is not None
+        and request.content_length is None
+        and len(data) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise RequestEntityTooLarge()
+    return data
+
+
 def json_body() -> Any:
-    """The request body as JSON whatever its content type (400 if it is not JSON)."""
+    """The request body as JSON whatever its content type (400 if it is not JSON).
+
+    Parsed strictly (no NaN, no lone surrogates), as the stores will write it back.
+    """
     try:
-        return json.loads(request.get_data())
-    except ValueError as exc:
+        return orjson.loads(request_body())
+    except orjson.JSONDecodeError as exc:
         raise BadRequest(f"Malformed JSON body: {exc}") from exc
 
 

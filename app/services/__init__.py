@@ -11,3 +11,10 @@ from app.services.task_service import TaskService
 class Services:
     tasks: TaskService
     metrics: MetricsService
+
+    def stores(self) -> dict[str, tuple[str, bool]]:
+        """Each store's file and whether it can be written now."""
+        return {
+            name: (str(service.log.path), service.log.writable())
+            for name, service in (("tasks", self.tasks), ("metrics", self.metrics))
+        }

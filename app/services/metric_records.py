@@ -1,11 +1,11 @@
 """Turning stored metric lines into validated columns.
 
-A valid record has non-empty string ``task_id``, ``task_type`` and ``model``, a finite
-``duration_seconds`` >= 0, ``status`` completed or failed, and an ISO 8601 ``created_at``
-(UTC when it has no offset). Anything else is skipped. Lines are decoded a chunk at a
-time: the common case (every record valid, timestamps in UTC) is checked and converted
-with list comprehensions and numpy; a chunk with anything unusual falls back to
-checking record by record.
+A valid record has non-empty string ``task_id``, ``task_type`` and ``model``, a
+``duration_seconds`` from 0 to MAX_DURATION_SECONDS, ``status`` completed or failed,
+and an ISO 8601 ``created_at`` (UTC when it has no offset). Anything else is skipped.
+Lines are decoded a chunk at a time: the common case (every record valid, timestamps in
+UTC) is checked and converted with list comprehensions and numpy; a chunk with anything
+unusual falls back to checking record by record.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from app.clock import parse_iso
+from app.models.agent import MAX_DURATION_SECONDS
 from app.models.metrics import FINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def is_duration(value: Any) -> bool:
         isinstance(value, (int, float))
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and value >= 0
+        and 0 <= value <= MAX_DURATION_SECONDS
     )
 
 
@@ -140,7 +141,8 @@ def _decode_common(offsets: list[int], raws: list[dict[str, Any]]) -> RecordBatc
     ):
         return None
     seconds = np.array(durations, dtype=np.float64)
-    if not (np.isfinite(seconds).all() and (seconds >= 0).all()):
+    if not (np.isfinite(seconds).all() and (seconds >= 0).all()
+            and (seconds <= MAX_DURATION_SECONDS).all()):
         return None
     created_us = _utc_micros(stamps)
     if created_us is None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from app import config
 from app.clock import Clock, isoformat, utc_now
+from app.models.agent import MAX_DURATION_SECONDS
 from app.models.metrics import FINAL_STATUSES
 from app.services.metric_columns import RecordColumns
 from app.services.metric_records import (
@@ -37,6 +38,7 @@ from app.services.metric_records import (
 )
 from app.services.metric_scan import skim, stamp_of
 from app.services.metrics_window import WindowAggregate
+from app.services.retention import CompactionReport, cutoff
 from app.services.task_id_index import TaskIdIndex
 from app.storage import JsonlLog, LogReader
 
@@ -170,7 +172,9 @@ class MetricsService:
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {FINAL_STATUSES}, not {status!r}")
         if not is_duration(duration_seconds):
-            raise ValueError("duration_seconds must be a finite number >= 0")
+            raise ValueError(
+                f"duration_seconds must be a number from 0 to {MAX_DURATION_SECONDS:g}"
+            )
         with self._guard, self.log.locked():
             self.refresh(skim_before_us=SKIM_EVERYTHING)
             if self._task_ids.contains(task_id):
@@ -185,6 +189,35 @@ class MetricsService:
             }])
             self.refresh(skim_before_us=SKIM_EVERYTHING)
         return True
+
+    def compact(self, keep_days: int) -> CompactionReport:
+        """Rewrite the store keeping the valid records created within ``keep_days`` days.
+
+        Lines that are not valid records (what :meth:`refresh` skips: bad fields, a
+        ``created_at`` that does not parse, a second record of a task) are dropped and
+        counted. A dropped task_id no longer counts as recorded.
+        """
+        oldest = to_micros(cutoff(self.clock(), keep_days))
+        report = CompactionReport()
+
+        def keep(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            seen: set[str] = set()
+            for raw in lines:
+                record = decode_record(raw)
+                if record is None or record.task_id in seen:
+                    report.invalid += 1
+                    continue
+                seen.add(record.task_id)
+                if record.created_us < oldest:
+                    report.expired += 1
+                else:
+                    report.kept += 1
+                    yield raw
+
+        unreadable = self.log.rewrite(keep)
+        report.invalid += unreadable
+        log.info("compacted %s: %s", self.log.path, report.summary())
+        return report
 
     def get_aggregates(self, window_days: int = 7) -> dict[str, Any]:
         """Aggregates over records created within the last ``window_days`` days."""

@@ -8,14 +8,18 @@ claiming the same task.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from app.clock import Clock, isoformat, parse_iso, utc_now
+from app.models.agent import MAX_DURATION_SECONDS
 from app.models.metrics import FINAL_STATUSES
 from app.services.metrics_service import MetricsService
+from app.services.retention import CompactionReport, cutoff
 from app.services.routing import Route
 from app.storage import JsonlLog
 
@@ -26,6 +30,22 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "completed": frozenset(),
     "failed": frozenset(),
 }
+
+
+log = logging.getLogger(__name__)
+
+
+TEXT_FIELDS = ("id", "direction", "task_type", "model", "command", "created_at", "updated_at")
+
+
+def is_task_state(state: dict[str, Any]) -> bool:
+    """Whether a stored line is a task state the service can use (a line written by
+    hand or damaged may lack fields that listing and transitions rely on)."""
+    return (
+        state.get("status") in TRANSITIONS
+        and all(isinstance(state.get(name), str) for name in TEXT_FIELDS)
+        and isinstance(state.get("context"), dict)
+    )
 
 
 class TaskNotFound(LookupError):
@@ -61,8 +81,47 @@ class TaskService:
                 if batch.reset:
                     self._tasks = {}
                 for _, state in batch.records:
-                    if isinstance(state.get("id"), str) and state.get("status") in TRANSITIONS:
+                    if is_task_state(state):
                         self._tasks[state["id"]] = state
+
+    def compact(self, keep_days: int) -> CompactionReport:
+        """Rewrite the store as one line per task: its latest state.
+
+        A final task whose ``updated_at`` is more than ``keep_days`` days ago is dropped;
+        a task not yet final is always kept. Lines that are not task states, and final
+        tasks whose ``updated_at`` does not parse, are dropped and counted as invalid.
+        """
+        oldest = cutoff(self.clock(), keep_days)
+        report = CompactionReport()
+
+        def keep(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            latest: dict[str, dict[str, Any]] = {}
+            for state in lines:
+                if not is_task_state(state):
+                    report.invalid += 1
+                    continue
+                report.superseded += state["id"] in latest
+                latest[state["id"]] = state
+            for state in latest.values():
+                if state["status"] not in FINAL_STATUSES:
+                    report.kept += 1
+                    yield state
+                    continue
+                try:
+                    updated = parse_iso(state.get("updated_at"))
+                except (TypeError, ValueError):
+                    report.invalid += 1
+                    continue
+                if updated < oldest:
+                    report.expired += 1
+                else:
+                    report.kept += 1
+                    yield state
+
+        unreadable = self.log.rewrite(keep)
+        report.invalid += unreadable
+        log.info("compacted %s: %s", self.log.path, report.summary())
+        return report
 
     def route(self, task_type: str) -> Route:
         return self.routes[task_type]
@@ -143,7 +202,8 @@ class TaskService:
             if status in FINAL_STATUSES:
                 if duration_seconds is None:
                     began = parse_iso(task.get("started_at") or task["created_at"])
-                    duration_seconds = max((moment - began).total_seconds(), 0.0)
+                    elapsed = (moment - began).total_seconds()
+                    duration_seconds = min(max(elapsed, 0.0), MAX_DURATION_SECONDS)
                 task["duration_seconds"] = duration_seconds
                 self.metrics.record_task(
                     task_id, task["task_type"], task["model"], duration_seconds, status

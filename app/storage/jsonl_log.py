@@ -8,15 +8,20 @@ read. A line that does not parse is logged and skipped.
 
 A crashed writer can leave a torn last line with no newline. The next append starts
 with a newline, so the torn fragment becomes a line of its own (skipped as corrupt)
-instead of swallowing the record written after it.
+instead of swallowing the record written after it. An append that fails (disk full)
+cuts the file back to where it began, so a failed write leaves nothing behind.
+
+Compaction (:meth:`JsonlLog.rewrite`) writes the kept records to a new file and renames
+it over the log, under the lock; readers notice the new inode and start over.
 """
 from __future__ import annotations
 
 import logging
 import fcntl
 import os
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -26,6 +31,9 @@ from typing import Any
 import orjson
 
 log = logging.getLogger(__name__)
+
+Selector = Callable[[Iterator[dict[str, Any]]], Iterable[dict[str, Any]]]
+"""Given a log's records in order, yields the ones a rewrite keeps."""
 
 READ_CHUNK_BYTES = 2 * 1024 * 1024
 TAIL_BYTES = 63
@@ -59,6 +67,10 @@ class Chunk:
     def decode(self) -> list[tuple[int, dict[str, Any]]]:
         """(offset, record) for each line that holds a JSON object."""
         return _decode_lines(self.start, self.data.split(b"\n"))
+
+    def filled_lines(self) -> int:
+        """How many lines are not blank."""
+        return sum(1 for line in self.data.split(b"\n") if line.strip())
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
@@ -132,14 +144,18 @@ class JsonlLog:
             return
         with self.locked():
             try:
-                handle = open(self.path, "a+b")
+                handle = open(self.path, "a+b", buffering=0)
             except OSError as exc:
                 raise _unavailable("open", self.path, exc) from exc
             try:
                 if _ends_torn(handle):
                     payload = b"\n" + payload
-                handle.write(payload)
-                handle.flush()
+                start = handle.tell()
+                try:
+                    _write_all(handle, payload)
+                except OSError:
+                    handle.truncate(start)
+                    raise
             except OSError as exc:
                 handle.close()
                 raise _unavailable("append to", self.path, exc) from exc
@@ -147,6 +163,63 @@ class JsonlLog:
                 self._holders.unsynced.append(handle)
             else:
                 handle.close()
+
+    def rewrite(self, keep: Selector) -> int:
+        """Replace the log by ``keep(records)``, atomically, under the lock.
+
+        ``keep`` gets every parseable record in file order and yields those to keep. They
+        go to a temporary file in the same folder, which is fsynced and renamed over the
+        log; then the folder is fsynced so the rename itself is durable. Appends wait for
+        the lock meanwhile, so none is lost; a failure leaves the log as it was. Lines
+        that do not parse, and an unfinished last line, are left out. Returns how many
+        lines were left out because they did not parse.
+        """
+        unreadable = 0
+
+        def records() -> Iterator[dict[str, Any]]:
+            nonlocal unreadable
+            for chunk in reader.poll_chunks():
+                decoded = chunk.decode()
+                unreadable += chunk.filled_lines() - len(decoded)
+                yield from (record for _, record in decoded)
+
+        with self.locked():
+            reader = self.reader()
+            temporary = None
+            try:
+                with tempfile.NamedTemporaryFile(
+                    dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp",
+                    delete=False,
+                ) as handle:
+                    temporary = handle.name
+                    for record in keep(records()):
+                        handle.write(encode_line(record))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                _copy_mode(self.path, temporary)
+                os.replace(temporary, self.path)
+                temporary = None
+                _fsync_folder(self.path.parent)
+            except OSError as exc:
+                raise _unavailable("rewrite", self.path, exc) from exc
+            finally:
+                reader.close()
+                if temporary is not None:
+                    _remove_quietly(temporary)
+        return unreadable
+
+    def writable(self) -> bool:
+        """Whether an append could succeed now: the file opens for append and space is left."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab"):
+                pass
+            with open(f"{self.path}.lock", "ab"):
+                pass
+            free = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return free.f_bavail > 0
 
     def reader(self) -> LogReader:
         return LogReader(self.path)
@@ -167,6 +240,36 @@ def _sync_and_close(handles: list[Any], path: Path) -> None:
             handle.close()
     if failure is not None:
         raise _unavailable("flush", path, failure) from failure
+
+
+def _write_all(handle: Any, payload: bytes) -> None:
+    """Write every byte through an unbuffered handle (a raw write may write part)."""
+    view = memoryview(payload)
+    while view:
+        view = view[handle.write(view):]
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _copy_mode(original: Path, replacement: str) -> None:
+    """Give the new file the old one's permissions (a temporary file starts private)."""
+    try:
+        os.chmod(replacement, os.stat(original).st_mode & 0o7777)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _ends_torn(handle: Any) -> bool:

@@ -1,0 +1,205 @@
+"""The OpenAPI 3 document, generated from the marshmallow schemas.
+
+:data:`OPERATIONS` names each view function (its endpoint, ``blueprint.function``) with
+what it takes and returns; :func:`build_document` walks the app's URL rules and
+describes each through that entry. A new endpoint is documented by adding one entry;
+a test fails for any URL rule without one.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+from marshmallow import Schema
+from werkzeug.routing import Rule
+
+from app.models.agent import (
+    RouteQuerySchema,
+    RouteSchema,
+    TaskCreateSchema,
+    TaskListQuerySchema,
+    TaskListSchema,
+    TaskPatchSchema,
+    TaskSchema,
+)
+from app.models.errors import ErrorSchema
+from app.models.health import HealthSchema
+from app.models.metrics import (
+    MetricsAggregatesSchema,
+    MetricsQuerySchema,
+    RecordsQuerySchema,
+    TimeseriesQuerySchema,
+    TimeseriesSchema,
+)
+
+TITLE = "Agent task service"
+API_VERSION = "0.1.0"
+OPENAPI_VERSION = "3.0.3"
+JSON = "application/json"
+JSONL = "application/x-ndjson"
+CSV = "text/csv"
+SECURITY_SCHEME = "bearerAuth"
+RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+
+ERROR_MEANINGS = {
+    400: "Malformed JSON body.",
+    401: "Missing or wrong bearer token (only when AGENT_API_TOKEN is set).",
+    404: "No such task.",
+    409: "The task cannot go to that status.",
+    413: "Request body larger than the limit.",
+    422: "Invalid fields or query parameters.",
+    503: "A store cannot be written (folder not writable, disk full).",
+}
+
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "task_id": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                "description": "A task id as returned on creation."},
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """How one view function is documented.
+
+    ``response`` is a schema for JSON; for other media types leave it None and set
+    ``media_types`` (e.g. ``("text/plain",)``). ``errors`` are the status codes it may answer
+    besides ``status``, each with an :class:`ErrorSchema` body (401 is added unless
+    ``public``). ``links`` are OpenAPI links from the success response.
+    """
+
+    summary: str
+    response: type[Schema] | None = None
+    status: int = 200
+    media_types: tuple[str, ...] = (JSON,)
+    query: type[Schema] | None = None
+    body: type[Schema] | None = None
+    errors: tuple[int, ...] = ()
+    public: bool = False
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _task_links() -> dict[str, dict[str, Any]]:
+    parameters = {"task_id": "$response.body#/id"}
+    return {
+        "GetTask": {"operationId": "agent.get_task", "parameters": parameters},
+        "UpdateTask": {"operationId": "agent.update_task", "parameters": parameters},
+    }
+
+
+OPERATIONS: dict[str, Operation] = {
+    "agent.create_task": Operation(
+        "Create a task", TaskSchema, status=201, body=TaskCreateSchema,
+        errors=(400, 413, 422, 503), links=_task_links(),
+    ),
+    "agent.list_tasks": Operation(
+        "List tasks, newest first", TaskListSchema, query=TaskListQuerySchema, errors=(422,),
+    ),
+    "agent.get_task": Operation("One task", TaskSchema, errors=(404,)),
+    "agent.update_task": Operation(
+        "Change a task's status (a final status records its metric)", TaskSchema,
+        body=TaskPatchSchema, errors=(400, 404, 409, 413, 422, 503), links=_task_links(),
+    ),
+    "agent.route": Operation(
+        "The model and command a task type is routed to", RouteSchema,
+        query=RouteQuerySchema, errors=(422,),
+    ),
+    "agent.metrics": Operation(
+        "Rolling-window aggregates of task metrics", MetricsAggregatesSchema,
+        query=MetricsQuerySchema, errors=(422,),
+    ),
+    "agent.metrics_timeseries": Operation(
+        "Finished tasks and p50/p95 per UTC hour or day of the window", TimeseriesSchema,
+        query=TimeseriesQuerySchema, errors=(422,),
+    ),
+    "agent.metrics_records": Operation(
+        "The raw metric records, filtered, as JSON Lines or CSV (streamed)",
+        media_types=(JSONL, CSV), query=RecordsQuerySchema, errors=(422,),
+    ),
+    "prometheus.scrape": Operation(
+        "Task counters, duration histograms and queue gauges for Prometheus",
+        media_types=("text/plain",),
+    ),
+    "dashboard.dashboard": Operation(
+        "The dashboard page", media_types=("text/html",), query=TimeseriesQuerySchema,
+        errors=(422,),
+    ),
+    "system.health": Operation(
+        "Whether the service can write its stores", HealthSchema, public=True,
+    ),
+    "system.openapi": Operation("This document", public=True),
+}
+
+
+def openapi_path(rule: Rule) -> str:
+    """A Flask rule as an OpenAPI path: ``/tasks/<task_id>`` -> ``/tasks/{task_id}``."""
+    return RULE_ARGUMENT.sub(r"{\1}", rule.rule)
+
+
+def _describe(endpoint: str, operation: Operation, rule: Rule) -> dict[str, Any]:
+    success: dict[str, Any] = {
+        "description": operation.summary,
+        "content": {
+            media_type: {"schema": operation.response
+                         or {"type": "object" if media_type == JSON else "string"}}
+            for media_type in operation.media_types
+        },
+    }
+    if operation.links:
+        success["links"] = operation.links
+    errors = set(operation.errors) | (set() if operation.public else {401})
+    responses: dict[str, Any] = {str(operation.status): success}
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": ERROR_MEANINGS[status],
+            "content": {JSON: {"schema": ErrorSchema}},
+        }
+    parameters: list[dict[str, Any]] = [
+        {"in": "path", "name": name, "required": True,
+         "schema": PATH_PARAMETERS.get(name, {"type": "string"})}
+        for name in sorted(rule.arguments)
+    ]
+    if operation.query is not None:
+        parameters.append({"in": "query", "schema": operation.query})
+    described: dict[str, Any] = {
+        "operationId": endpoint,
+        "summary": operation.summary,
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if operation.body is not None:
+        described["requestBody"] = {
+            "required": True, "content": {JSON: {"schema": operation.body}},
+        }
+    if operation.public:
+        described["security"] = []
+    return described
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of every documented URL rule of ``app``."""
+    spec = APISpec(TITLE, API_VERSION, OPENAPI_VERSION, plugins=[MarshmallowPlugin()],
+                   security=[{SECURITY_SCHEME: []}])
+    spec.components.security_scheme(SECURITY_SCHEME, {"type": "http", "scheme": "bearer"})
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
+        operation = OPERATIONS.get(rule.endpoint)
+        if operation is None:
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(openapi_path(rule), {})[method.lower()] = _describe(
+                rule.endpoint, operation, rule
+            )
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    """The document, built once per app."""
+    if "openapi" not in app.extensions:
+        app.extensions["openapi"] = build_document(app)
+    return app.extensions["openapi"]

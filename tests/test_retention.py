@@ -1,0 +1,173 @@
+"""Compaction of both stores: what is kept, and that concurrent writers and running
+servers lose nothing, double nothing and notice the new file."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import requests
+
+from app.clock import isoformat
+from tests.processes import spawn
+from tests.support import ROOT, GunicornServer
+
+WAIT = 120
+
+
+def write_lines(path: Path, lines: list[object]) -> None:
+    with open(path, "a") as handle:
+        for line in lines:
+            handle.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+
+
+def metric(task_id: str, created_at: str) -> dict:
+    return {"task_id": task_id, "task_type": "impl", "model": "m", "duration_seconds": 2.0,
+            "status": "completed", "created_at": created_at}
+
+
+def stored(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def days_ago(now: datetime, days: float) -> str:
+    return isoformat(now - timedelta(days=days))
+
+
+def test_metrics_compaction_keeps_recent_valid_records(app, clock, logs_dir, caplog) -> None:
+    path = logs_dir / "metrics.jsonl"
+    write_lines(path, [
+        metric("old", days_ago(clock.now, 31)),
+        metric("recent", days_ago(clock.now, 29)),
+        metric("naive-recent", days_ago(clock.now, 1)[:-6]),
+        metric("bad-time", "yesterday-ish"),
+        metric("recent", days_ago(clock.now, 1)),
+        "{torn",
+        {"task_id": "no-fields"},
+    ])
+    caplog.set_level(logging.INFO)
+    report = app.extensions["agent"].metrics.compact(30)
+    assert [r["task_id"] for r in stored(path)] == ["recent", "naive-recent"]
+    assert (report.kept, report.expired, report.invalid) == (2, 1, 4)
+    assert "kept 2, dropped 1 older than the cutoff, 0 superseded, 4 invalid" in caplog.text
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+    assert app.test_client().get("/api/agent/metrics?window_days=365").json[
+        "success_rate"]["total"] == 2
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_tasks_compaction_keeps_latest_states_and_unfinished_tasks(app, client, clock,
+                                                                   logs_dir) -> None:
+    def task(status: str) -> str:
+        task_id = client.post("/api/agent/tasks",
+                              json={"direction": status, "task_type": "impl"}).json["id"]
+        if status != "pending":
+            moved = client.patch(f"/api/agent/tasks/{task_id}", json={"status": status})
+            assert moved.status_code == 200
+        return task_id
+
+    old_done, old_pending, old_waiting = task("completed"), task("pending"), task("running")
+    clock.advance(days=10)
+    recent_failed = task("failed")
+    write_lines(logs_dir / "tasks.jsonl", ["not json", {"id": 5, "status": "pending"}])
+    client.get("/api/agent/tasks")
+
+    report = app.extensions["agent"].tasks.compact(7)
+    kept = stored(logs_dir / "tasks.jsonl")
+    assert sorted(t["id"] for t in kept) == sorted([old_pending, old_waiting, recent_failed])
+    assert {t["id"]: t["status"] for t in kept}[old_waiting] == "running"
+    assert (report.kept, report.expired, report.superseded, report.invalid) == (3, 1, 3, 2)
+    listed = client.get("/api/agent/tasks").json
+    assert listed["total"] == 3 and old_done not in [t["id"] for t in listed["tasks"]]
+
+
+def flask_cli(logs_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": "0"}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=WAIT)
+
+
+def stored_task(task_id: str, status: str, updated_at: str) -> dict:
+    return {"id": task_id, "direction": "d", "task_type": "impl", "status": status,
+            "model": "m", "command": "c", "context": {}, "output": None,
+            "created_at": updated_at, "updated_at": updated_at, "started_at": None,
+            "duration_seconds": None}
+
+
+def test_compact_commands_and_a_running_server_notices(logs_dir: Path) -> None:
+    now = datetime.now(timezone.utc)
+    write_lines(logs_dir / "metrics.jsonl", [metric("a", days_ago(now, 40)),
+                                             metric("b", days_ago(now, 20)),
+                                             metric("c", days_ago(now, 1))])
+    write_lines(logs_dir / "tasks.jsonl", [
+        stored_task("t1", "completed", days_ago(now, 40)),
+        stored_task("t2", "pending", days_ago(now, 40)),
+        stored_task("t3", "failed", days_ago(now, 1)),
+    ])
+    server = GunicornServer(logs_dir).start()
+    tasks_url = f"{server.base_url}/api/agent/tasks"
+    try:
+        for _ in range(4):
+            assert requests.get(tasks_url, timeout=WAIT).json()["total"] == 3
+        done = flask_cli(logs_dir, "metrics", "compact")
+        assert done.returncode == 0, done.stderr
+        assert "kept 2" in done.stdout
+        assert [r["task_id"] for r in stored(logs_dir / "metrics.jsonl")] == ["b", "c"]
+        done = flask_cli(logs_dir, "metrics", "compact", "--keep-days", "7")
+        assert done.returncode == 0 and "kept 1" in done.stdout
+        assert [r["task_id"] for r in stored(logs_dir / "metrics.jsonl")] == ["c"]
+        done = flask_cli(logs_dir, "tasks", "compact", "--keep-days", "10")
+        assert done.returncode == 0, done.stderr
+        assert [t["id"] for t in stored(logs_dir / "tasks.jsonl")] == ["t2", "t3"]
+        for _ in range(4):
+            listed = requests.get(tasks_url, timeout=WAIT).json()
+            assert sorted(t["id"] for t in listed["tasks"]) == ["t2", "t3"]
+        refused = flask_cli(logs_dir, "tasks", "compact", "--keep-days", "-1")
+        assert refused.returncode != 0 and "keep-days" in refused.stderr
+    finally:
+        server.stop()
+
+
+def test_compaction_under_concurrent_writers_loses_and_doubles_nothing(logs_dir: Path) -> None:
+    """8 processes record tasks without pause, killed at the end; compaction runs three
+    times meanwhile, and a running gunicorn reads before and after."""
+    now = datetime.now(timezone.utc)
+    metrics_path = logs_dir / "metrics.jsonl"
+    write_lines(metrics_path, [metric(f"expired-{n}", days_ago(now, 45)) for n in range(50)])
+    server = GunicornServer(logs_dir, env={"AGENT_FSYNC": "0"}).start()
+    aggregates = f"{server.base_url}/api/agent/metrics?window_days=365"
+    try:
+        for _ in range(4):
+            assert requests.get(aggregates, timeout=WAIT).json()["success_rate"]["total"] == 50
+        writers = [spawn("record", str(logs_dir), f"w{n}", "0",
+                         env={**os.environ, "AGENT_FSYNC": "0"}) for n in range(8)]
+        acknowledged = [writer.stdout.readline().strip() for writer in writers]
+        for _ in range(3):
+            done = flask_cli(logs_dir, "metrics", "compact", "--keep-days", "30")
+            assert done.returncode == 0, done.stderr
+        for writer in writers:
+            writer.kill()
+        for writer in writers:
+            out, _ = writer.communicate(timeout=WAIT)
+            acknowledged += out.split()
+        assert len(acknowledged) > 8 and len(acknowledged) == len(set(acknowledged))
+
+        counts = Counter(r["task_id"] for r in stored(metrics_path))
+        assert set(acknowledged) <= set(counts)
+        assert not any(task_id.startswith("expired-") for task_id in counts)
+        assert max(counts.values()) == 1
+        for _ in range(4):
+            body = requests.get(aggregates, timeout=WAIT).json()
+            assert body["success_rate"]["total"] == len(counts)
+    finally:
+        server.stop()

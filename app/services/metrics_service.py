@@ -38,7 +38,7 @@ from app.services.metric_records import (
 )
 from app.services.metric_scan import skim, stamp_of
 from app.services.metrics_window import WindowAggregate
-from app.services.retention import CompactionReport, cutoff
+from app.services.retention import CompactionReport, compact, cutoff
 from app.services.task_id_index import TaskIdIndex
 from app.storage import JsonlLog, LogReader
 
@@ -198,9 +198,10 @@ class MetricsService:
         counted. A dropped task_id no longer counts as recorded.
         """
         oldest = to_micros(cutoff(self.clock(), keep_days))
-        report = CompactionReport()
 
-        def keep(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        def keep(
+            lines: Iterator[dict[str, Any]], report: CompactionReport
+        ) -> Iterator[dict[str, Any]]:
             seen: set[str] = set()
             for raw in lines:
                 record = decode_record(raw)
@@ -214,10 +215,7 @@ class MetricsService:
                     report.kept += 1
                     yield raw
 
-        unreadable = self.log.rewrite(keep)
-        report.invalid += unreadable
-        log.info("compacted %s: %s", self.log.path, report.summary())
-        return report
+        return compact(self.log, keep)
 
     def get_aggregates(self, window_days: int = 7) -> dict[str, Any]:
         """Aggregates over records created within the last ``window_days`` days."""

@@ -1,8 +1,15 @@
-"""What a compaction did, shared by the stores that can be compacted."""
+"""Compaction shared by the stores: the report of what it did, and running it."""
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+
+from app.storage import JsonlLog
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,3 +30,16 @@ def cutoff(now: datetime, keep_days: int) -> datetime:
     if keep_days < 0:
         raise ValueError("keep_days must be >= 0")
     return now - timedelta(days=keep_days)
+
+
+Keeper = Callable[[Iterator[dict[str, Any]], "CompactionReport"], Iterable[dict[str, Any]]]
+"""Given a store's records in order and the report to count into, yields those to keep."""
+
+
+def compact(store: JsonlLog, keep: Keeper) -> CompactionReport:
+    """Rewrite ``store`` with what ``keep`` yields; lines that do not parse count as invalid."""
+    report = CompactionReport()
+    unreadable = store.rewrite(lambda records: keep(records, report))
+    report.invalid += unreadable
+    log.info("compacted %s: %s", store.path, report.summary())
+    return report

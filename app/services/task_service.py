@@ -19,7 +19,7 @@ from app.clock import Clock, isoformat, parse_iso, utc_now
 from app.models.agent import MAX_DURATION_SECONDS
 from app.models.metrics import FINAL_STATUSES
 from app.services.metrics_service import MetricsService
-from app.services.retention import CompactionReport, cutoff
+from app.services.retention import CompactionReport, compact, cutoff
 from app.services.routing import Route
 from app.storage import JsonlLog
 
@@ -92,9 +92,10 @@ class TaskService:
         tasks whose ``updated_at`` does not parse, are dropped and counted as invalid.
         """
         oldest = cutoff(self.clock(), keep_days)
-        report = CompactionReport()
 
-        def keep(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        def keep(
+            lines: Iterator[dict[str, Any]], report: CompactionReport
+        ) -> Iterator[dict[str, Any]]:
             latest: dict[str, dict[str, Any]] = {}
             for state in lines:
                 if not is_task_state(state):
@@ -118,10 +119,7 @@ class TaskService:
                     report.kept += 1
                     yield state
 
-        unreadable = self.log.rewrite(keep)
-        report.invalid += unreadable
-        log.info("compacted %s: %s", self.log.path, report.summary())
-        return report
+        return compact(self.log, keep)
 
     def route(self, task_type: str) -> Route:
         return self.routes[task_type]

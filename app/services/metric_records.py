@@ -127,7 +127,7 @@ def _all_labels(values: tuple[Any, ...]) -> bool:
     return set(map(type, values)) == {str} and "" not in values
 
 
-def _decode_common(offsets: list[int], raws: list[dict[str, Any]]) -> RecordBatch | None:
+def _decode_common(offsets: np.ndarray, raws: list[dict[str, Any]]) -> RecordBatch | None:
     try:
         task_ids, task_types, models, durations, statuses, stamps = zip(*map(_FIELDS, raws))
     except KeyError:
@@ -148,7 +148,7 @@ def _decode_common(offsets: list[int], raws: list[dict[str, Any]]) -> RecordBatc
     if created_us is None:
         return None
     return RecordBatch(
-        np.array(offsets, dtype=np.int64),
+        offsets,
         list(task_ids),
         list(task_types),
         list(models),
@@ -158,15 +158,14 @@ def _decode_common(offsets: list[int], raws: list[dict[str, Any]]) -> RecordBatc
     )
 
 
-def decode_batch(records: list[tuple[int, dict[str, Any]]]) -> RecordBatch:
-    """The valid records among (offset, raw) pairs, as columns; invalid ones are logged."""
-    offsets = [offset for offset, _ in records]
-    raws = [raw for _, raw in records]
-    batch = _decode_common(offsets, raws) if records else None
+def decode_batch(offsets: np.ndarray, raws: list[dict[str, Any]]) -> RecordBatch:
+    """The valid records among ``raws`` (lines at ``offsets``), as columns; invalid ones
+    are logged."""
+    batch = _decode_common(offsets, raws) if raws else None
     if batch is not None:
         return batch
     valid = []
-    for offset, raw in records:
+    for offset, raw in zip(offsets.tolist(), raws):
         decoded = decode_record(raw)
         if decoded is None:
             log.warning("skipping invalid metric record at byte %d", offset)

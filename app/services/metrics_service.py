@@ -40,7 +40,7 @@ from app.services.metric_scan import skim, stamp_of
 from app.services.metrics_window import WindowAggregate
 from app.services.retention import CompactionReport, compact, cutoff
 from app.services.task_id_index import TaskIdIndex
-from app.storage import JsonlLog, LogReader
+from app.storage import Chunk, JsonlLog, LogReader
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,10 @@ def valid_task_id_at(reader: LogReader, offset: int) -> str | None:
     return record.task_id if record else None
 
 
-def first_records(records: list[tuple[int, dict[str, Any]]], first_seen: FirstSeen) -> RecordBatch:
-    """The valid records among (offset, raw) pairs that ``first_seen`` takes as the first
-    of their task; invalid lines and second records of a task are logged and skipped."""
-    batch = decode_batch(records)
+def first_records(chunk: Chunk, first_seen: FirstSeen) -> RecordBatch:
+    """The chunk's valid records that ``first_seen`` takes as the first of their task;
+    invalid lines and second records of a task are logged and skipped."""
+    batch = decode_batch(*chunk.decode_columns())
     fresh = first_seen(batch.task_ids, batch.offsets)
     if not fresh.all():
         log.warning("skipping %d repeated record(s) of a task_id already recorded",
@@ -111,7 +111,7 @@ class MetricsService:
                     self._start_over()
                 skimmed = skim(chunk.start, chunk.data, older_than) if older_than else None
                 if skimmed is None:
-                    self.columns.add(first_records(chunk.decode(), self._task_ids.add_new))
+                    self.columns.add(first_records(chunk, self._task_ids.add_new))
                 else:
                     self._task_ids.add_all(skimmed.task_ids, skimmed.offsets)
                     self._remember_skimmed(SkimmedRange(chunk.start, chunk.end, skimmed.newest))
@@ -134,7 +134,7 @@ class MetricsService:
         self._skimmed = [skimmed for skimmed in self._skimmed if skimmed.newest < older_than]
         for skimmed in needed:
             for chunk in self._reader.read_range(skimmed.start, skimmed.end):
-                self.columns.add(first_records(chunk.decode(), self._task_ids.first_seen))
+                self.columns.add(first_records(chunk, self._task_ids.first_seen))
 
     def snapshot(self, since_us: int | None = None) -> RecordColumns:
         """Columns holding every record created at or after ``since_us`` (None: all)."""
@@ -154,7 +154,7 @@ class MetricsService:
         try:
             task_ids = TaskIdIndex(partial(valid_task_id_at, reader))
             for chunk in reader.poll_chunks():
-                yield from first_records(chunk.decode(), task_ids.add_new).rows()
+                yield from first_records(chunk, task_ids.add_new).rows()
         finally:
             reader.close()
 

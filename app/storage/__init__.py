@@ -1,4 +1,4 @@
 """File-locked append-only JSONL stores."""
-from app.storage.jsonl_log import Batch, JsonlLog, LogReader, StoreUnavailable
+from app.storage.jsonl_log import Batch, Chunk, JsonlLog, LogReader, StoreUnavailable
 
-__all__ = ["Batch", "JsonlLog", "LogReader", "StoreUnavailable"]
+__all__ = ["Batch", "Chunk", "JsonlLog", "LogReader", "StoreUnavailable"]

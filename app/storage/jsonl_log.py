@@ -24,10 +24,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,25 @@ class Chunk:
 
     def decode(self) -> list[tuple[int, dict[str, Any]]]:
         """(offset, record) for each line that holds a JSON object."""
-        return _decode_lines(self.start, self.data.split(b"\n"))
+        offsets, records = self.decode_columns()
+        return list(zip(offsets.tolist(), records))
 
-    def filled_lines(self) -> int:
-        """How many lines are not blank."""
-        return sum(1 for line in self.data.split(b"\n") if line.strip())
+    def decode_columns(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The records of the lines that hold a JSON object, and their lines' offsets."""
+        lines = self.data.split(b"\n")
+        lengths = np.fromiter(map(len, lines), np.int64, len(lines)) + 1
+        offsets = self.start + np.concatenate(([0], np.cumsum(lengths[:-1])))
+        try:
+            values = list(map(orjson.loads, lines))
+        except orjson.JSONDecodeError:
+            values = list(map(_loads_or_none, lines))
+        keep = [type(value) is dict for value in values]
+        if all(keep):
+            return offsets, values
+        for offset, line, kept in zip(offsets.tolist(), lines, keep):
+            if not kept and line.strip():
+                log.warning("skipping unreadable line at byte %d: %.80r", offset, line)
+        return offsets[keep], [value for value, kept in zip(values, keep) if kept]
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
@@ -280,29 +294,11 @@ def _ends_torn(handle: Any) -> bool:
     return handle.read(1) != b"\n"
 
 
-def _decode(line: bytes, offset: int) -> dict[str, Any] | None:
+def _loads_or_none(line: bytes) -> Any:
     try:
-        value = orjson.loads(line)
+        return orjson.loads(line)
     except orjson.JSONDecodeError:
-        value = None
-    if isinstance(value, dict):
-        return value
-    if line.strip():
-        log.warning("skipping unreadable line at byte %d: %.80r", offset, line)
-    return None
-
-
-def _decode_lines(start: int, lines: list[bytes]) -> list[tuple[int, dict[str, Any]]]:
-    """(offset, record) for each line that holds a JSON object."""
-    offsets = list(accumulate((len(line) + 1 for line in lines[:-1]), initial=start))
-    try:
-        values = [
-            value if type(value) is dict else _decode(line, offset)
-            for offset, line, value in zip(offsets, lines, map(orjson.loads, lines))
-        ]
-    except orjson.JSONDecodeError:
-        values = [_decode(line, offset) for offset, line in zip(offsets, lines)]
-    return [(offset, value) for offset, value in zip(offsets, values) if value is not None]
+        return None
 
 
 class LogReader:
@@ -351,7 +347,8 @@ class LogReader:
         if self._handle is None:
             return None
         self._handle.seek(offset)
-        return _decode(self._handle.readline(), offset)
+        value = _loads_or_none(self._handle.readline())
+        return value if type(value) is dict else None
 
     def read_range(self, start: int, end: int) -> Iterator[Chunk]:
         """Complete lines between two line boundaries of the file being followed."""

@@ -86,6 +86,10 @@ class Chunk:
                 log.warning("skipping unreadable line at byte %d: %.80r", offset, line)
         return offsets[keep], [value for value, kept in zip(values, keep) if kept]
 
+    def filled_lines(self) -> int:
+        """How many lines are not blank."""
+        return sum(1 for line in self.data.split(b"\n") if line.strip())
+
 
 def encode_line(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record) + b"\n"

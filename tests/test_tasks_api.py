@@ -50,6 +50,8 @@ def test_list_filters_newest_first_and_counts_before_limit(client, clock) -> Non
         clock.advance(seconds=1)
     listing = client.get("/api/agent/tasks?limit=2").json
     assert [t["id"] for t in listing["tasks"]] == ids[::-1][:2] and listing["total"] == 5
+    oldest = client.get("/api/agent/tasks?limit=3&order=oldest").json
+    assert [t["id"] for t in oldest["tasks"]] == ids[:3] and oldest["total"] == 5
     impl = client.get("/api/agent/tasks?task_type=impl").json
     assert [t["id"] for t in impl["tasks"]] == [ids[3], ids[1]] and impl["total"] == 2
     client.patch(f"/api/agent/tasks/{ids[0]}", json={"status": "running"})
@@ -58,7 +60,7 @@ def test_list_filters_newest_first_and_counts_before_limit(client, clock) -> Non
 
 
 @pytest.mark.parametrize("query", ["status=done", "task_type=docs", "limit=0", "limit=501",
-                                   "limit=abc", "limit=2.5"])
+                                   "limit=abc", "limit=2.5", "order=random"])
 def test_list_rejects_bad_query(client, query) -> None:
     response = client.get(f"/api/agent/tasks?{query}")
     assert response.status_code == 422

@@ -79,6 +79,10 @@ class TaskListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     task_type = fields.String(validate=validate.OneOf(TASK_TYPES))
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=500))
+    order = fields.String(
+        load_default="newest", validate=validate.OneOf(("newest", "oldest")),
+        metadata={"description": "newest (default) or oldest first, by created_at"},
+    )
 
 
 class RouteQuerySchema(Schema):

@@ -154,9 +154,14 @@ class TaskService:
         return task
 
     def list_tasks(
-        self, status: str | None = None, task_type: str | None = None, limit: int = 20
+        self,
+        status: str | None = None,
+        task_type: str | None = None,
+        limit: int = 20,
+        order: str = "newest",
     ) -> tuple[list[dict[str, Any]], int]:
-        """Matching tasks, newest first, at most ``limit``; and how many matched."""
+        """Matching tasks, newest (or oldest) first, at most ``limit``; and how many
+        matched."""
         with self._guard:
             self.refresh()
             matches = [
@@ -164,7 +169,7 @@ class TaskService:
                 if (status is None or task["status"] == status)
                 and (task_type is None or task["task_type"] == task_type)
             ]
-        matches.sort(key=lambda task: task["created_at"], reverse=True)
+        matches.sort(key=lambda task: task["created_at"], reverse=order == "newest")
         return matches[:limit], len(matches)
 
     def counts_by_status(self) -> dict[str, int]:

@@ -33,7 +33,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     logs_dir = app.config["AGENT_LOGS_DIR"]
     clock, fsync = app.config["CLOCK"], app.config["AGENT_FSYNC"]
-    metrics = MetricsService(config.metrics_path(logs_dir), clock=clock, fsync=fsync)
+    metrics = MetricsService(config.metrics_path(logs_dir), clock=clock, fsync=fsync,
+                             window_days=app.config["METRICS_WINDOW_DAYS"])
     tasks = TaskService(
         config.tasks_path(logs_dir),
         routes=load_routes(app.config["AGENT_ROUTING_FILE"]),

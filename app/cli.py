@@ -101,7 +101,6 @@ def render(aggregates: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the aggregates as JSON.")
 def show(window_days: int | None, as_json: bool) -> None:
     """The rolling-window aggregates, as GET /api/agent/metrics reports them."""
-    window_days = window_days or current_app.config["METRICS_WINDOW_DAYS"]
     aggregates = _services().metrics.get_aggregates(window_days)
     if as_json:
         click.echo(json.dumps(MetricsAggregatesSchema().dump(aggregates), indent=2))

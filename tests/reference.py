@@ -52,7 +52,7 @@ def nearest_rank(values: list[float], percent: int) -> float:
 
 def aggregates(records: list[dict], now: datetime, window_days: int) -> dict:
     cutoff = now - timedelta(days=window_days)
-    window = [r for r in records if _created(r) >= cutoff]
+    window = [r for r in records if cutoff <= _created(r) <= now]
     micros = [round(r["duration_seconds"] * 1e6) for r in window]
     completed = sum(r["status"] == "completed" for r in window)
     by_type: dict = {}
@@ -98,11 +98,10 @@ def timeseries(records: list[dict], now: datetime, window_days: int, bucket: str
     width = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     cutoff = now - timedelta(days=window_days)
-    window = [r for r in records if _created(r) >= cutoff]
-    last = max([now] + [_created(r) for r in window])
+    window = [r for r in records if cutoff <= _created(r) <= now]
     start = epoch + (cutoff - epoch) // width * width
     series = []
-    while start <= last:
+    while start <= now:
         inside = [r for r in window if start <= _created(r) < start + width]
         micros = [round(r["duration_seconds"] * 1e6) for r in inside]
         completed = sum(r["status"] == "completed" for r in inside)

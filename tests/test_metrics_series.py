@@ -1,6 +1,7 @@
 """Time buckets, totals and histograms over the metric columns, against plain reference code."""
 from __future__ import annotations
 
+import json
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -129,3 +130,20 @@ def test_stored_records_are_the_counted_ones_read_in_bounded_chunks(
         r["task_id"] for r in reference.records_in(service.log.path)
     ]
     assert len(rest) == service.get_aggregates(365)["success_rate"]["total"] == 2000
+
+
+def test_records_dated_later_count_once_their_time_comes(service, clock) -> None:
+    service.record_task("now", "impl", "m", 4, "completed")
+    later = {"task_type": "impl", "model": "m", "duration_seconds": 9, "status": "failed"}
+    with open(service.log.path, "a") as out:
+        for task_id, moment in (("later", clock() + timedelta(hours=2)),
+                                ("far", datetime(2300, 1, 1, tzinfo=timezone.utc))):
+            out.write(json.dumps({"task_id": task_id, **later,
+                                  "created_at": moment.isoformat()}) + "\n")
+    assert service.get_aggregates(1)["success_rate"]["total"] == 1
+    series = service_timeseries(service, 1, "hour")
+    assert len(series) == 25 and sum(p["completed"] + p["failed"] for p in series) == 1
+    clock.advance(hours=3)
+    assert service.get_aggregates(1)["success_rate"] == {
+        "completed": 1, "failed": 1, "total": 2, "rate": 0.5}
+    assert sum(p["failed"] for p in service_timeseries(service, 1, "hour")) == 1

@@ -105,14 +105,14 @@ def route() -> ResponseReturnValue:
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
     query = MetricsQuerySchema().load(request.args)
-    window_days = query.get("window_days", current_app.config["METRICS_WINDOW_DAYS"])
-    return MetricsAggregatesSchema().dump(services().metrics.get_aggregates(window_days))
+    aggregates = services().metrics.get_aggregates(query.get("window_days"))
+    return MetricsAggregatesSchema().dump(aggregates)
 
 
 def timeseries_query() -> tuple[int, str]:
     """``window_days`` and ``bucket`` from the query string, defaults filled in."""
     query = TimeseriesQuerySchema().load(request.args)
-    window_days = query.get("window_days", current_app.config["METRICS_WINDOW_DAYS"])
+    window_days = query.get("window_days") or services().metrics.window_days
     return window_days, query.get("bucket", default_bucket(window_days))
 
 

@@ -16,10 +16,9 @@ from app.clock import isoformat
 from app.services.metric_columns import RecordColumns
 from app.services.metric_records import EPOCH, to_micros
 from app.services.metrics_service import MetricsService
-from app.services.metrics_window import MICROS, nearest_rank
+from app.services.metrics_window import MICROS, nearest_rank, window_bounds
 
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
-DAY_MICROS = 86400 * MICROS
 DURATION_BOUNDS_SECONDS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 """Upper bounds of the duration histogram: agent tasks take from seconds to hours."""
 
@@ -38,22 +37,22 @@ def timeseries(
 ) -> list[dict[str, Any]]:
     """Finished tasks and p50/p95 per UTC-aligned hour or day over the window.
 
-    The window holds the records created at or after ``now - window_days`` (those the
-    rolling aggregates count), so the buckets add up to the aggregates' totals. The
-    buckets run from the one holding the cutoff to the one holding ``now`` (or the
-    latest record, should one be stamped later), empty ones included.
+    The window holds the records the rolling aggregates count (created in the last
+    ``window_days`` days, up to ``now``), so the buckets add up to the aggregates'
+    totals. The buckets run from the one holding the cutoff to the one holding ``now``,
+    empty ones included.
     """
     width = BUCKET_SECONDS[bucket] * MICROS
-    cutoff = to_micros(now) - window_days * DAY_MICROS
+    first_us, last_us = window_bounds(to_micros(now), window_days)
     created = columns.column("created_us")
-    first_row = int(np.searchsorted(created, cutoff, side="left"))
-    created = created[first_row:]
-    durations = columns.column("duration_us")[first_row:]
-    completed = columns.column("completed")[first_row:].astype(np.int64)
+    rows = slice(int(np.searchsorted(created, first_us, side="left")),
+                 int(np.searchsorted(created, last_us, side="right")))
+    created = created[rows]
+    durations = columns.column("duration_us")[rows]
+    completed = columns.column("completed")[rows].astype(np.int64)
 
-    last = max(to_micros(now), int(created[-1]) if len(created) else cutoff)
-    first_start = cutoff // width * width
-    count = (last - first_start) // width + 1
+    first_start = first_us // width * width
+    count = (last_us - first_start) // width + 1
     edges = first_start + width * np.arange(count + 1, dtype=np.int64)
     bounds = np.searchsorted(created, edges, side="left")
     completed_before = np.concatenate([[0], np.cumsum(completed)])
@@ -80,7 +79,7 @@ def service_timeseries(
     now = metrics.clock()
     return metrics.read_columns(
         lambda columns: timeseries(columns, now, window_days, bucket),
-        since_us=to_micros(now) - window_days * DAY_MICROS,
+        since_us=window_bounds(to_micros(now), window_days)[0],
     )
 
 

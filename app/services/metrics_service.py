@@ -15,9 +15,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,7 +37,7 @@ from app.services.metric_records import (
     to_micros,
 )
 from app.services.metric_scan import skim, stamp_of
-from app.services.metrics_window import WindowAggregate
+from app.services.metrics_window import WindowAggregate, window_bounds
 from app.services.retention import CompactionReport, compact, cutoff
 from app.services.task_id_index import TaskIdIndex
 from app.storage import Chunk, JsonlLog, LogReader
@@ -81,10 +81,16 @@ def first_records(chunk: Chunk, first_seen: FirstSeen) -> RecordBatch:
 
 class MetricsService:
     def __init__(
-        self, path: str | Path, *, clock: Clock = utc_now, fsync: bool = True
+        self,
+        path: str | Path,
+        *,
+        clock: Clock = utc_now,
+        fsync: bool = True,
+        window_days: int = 7,
     ) -> None:
         self.log = JsonlLog(path, fsync=fsync)
         self.clock = clock
+        self.window_days = window_days
         self._reader = self.log.reader()
         self._guard = threading.RLock()
         self._start_over()
@@ -217,16 +223,18 @@ class MetricsService:
 
         return compact(self.log, keep)
 
-    def get_aggregates(self, window_days: int = 7) -> dict[str, Any]:
-        """Aggregates over records created within the last ``window_days`` days."""
+    def get_aggregates(self, window_days: int | None = None) -> dict[str, Any]:
+        """Aggregates over records created within the last ``window_days`` days (default:
+        the service's ``window_days``), up to now."""
+        window_days = window_days or self.window_days
         with self._guard:
-            cutoff_us = to_micros(self.clock() - timedelta(days=window_days))
-            columns = self.snapshot(since_us=cutoff_us)
+            first_us, last_us = window_bounds(to_micros(self.clock()), window_days)
+            columns = self.snapshot(since_us=first_us)
             window = self._windows.pop(window_days, None) or WindowAggregate()
             self._windows[window_days] = window
             while len(self._windows) > CACHED_WINDOWS:
                 self._windows.popitem(last=False)
-            window.update(columns, cutoff_us)
+            window.update(columns, first_us, last_us)
             return {"window_days": window_days, **window.summary(self.columns)}
 
 
@@ -238,7 +246,8 @@ def service_for(logs_dir: str | Path | None = None) -> MetricsService:
     settings = config.from_env()
     path = config.metrics_path(logs_dir or settings["AGENT_LOGS_DIR"]).resolve()
     if path not in _services:
-        _services[path] = MetricsService(path, fsync=settings["AGENT_FSYNC"])
+        _services[path] = MetricsService(path, fsync=settings["AGENT_FSYNC"],
+                                         window_days=settings["METRICS_WINDOW_DAYS"])
     return _services[path]
 
 
@@ -254,5 +263,7 @@ def record_task(
     return service_for(logs_dir).record_task(task_id, task_type, model, duration_seconds, status)
 
 
-def get_aggregates(window_days: int = 7, *, logs_dir: str | Path | None = None) -> dict[str, Any]:
+def get_aggregates(
+    window_days: int | None = None, *, logs_dir: str | Path | None = None
+) -> dict[str, Any]:
     return service_for(logs_dir).get_aggregates(window_days)

@@ -1,8 +1,8 @@
 """Aggregates over a rolling window, updated incrementally.
 
-The columns are in time order, so a window is the suffix of records created at or after
-its cutoff. Between two requests the suffix changes at both ends: records leave at the
-front as the clock moves, new ones enter at the back. Only those records are applied to
+The columns are in time order, so a window (the records created in the last N days, up
+to now) is a slice of them. Between two requests the slice moves at both ends: records
+leave at the front as the clock moves, new ones enter at the back. Only those records are applied to
 the counters and to a sorted array of the window's durations, so a request costs
 O(changes + log n) for the counters and one memmove of the durations array when
 anything changed. Percentiles are read off the sorted array: exact nearest-rank.
@@ -17,6 +17,12 @@ from app.services.metric_columns import RecordColumns
 
 PERCENTILES = (50, 90, 95, 99)
 MICROS = 1_000_000
+DAY_MICROS = 86_400 * MICROS
+
+
+def window_bounds(now_us: int, window_days: int) -> tuple[int, int]:
+    """The first and last ``created_at`` (microseconds) of a window ending now."""
+    return now_us - window_days * DAY_MICROS, now_us
 
 
 def nearest_rank(sorted_values: np.ndarray, percent: int) -> int:
@@ -52,19 +58,22 @@ class WindowAggregate:
         self.model_count = np.zeros(0, np.int64)
         self.model_duration_us = np.zeros(0, np.int64)
 
-    def update(self, columns: RecordColumns, cutoff_us: int) -> None:
-        """Move the window to records created at or after ``cutoff_us``."""
-        start = int(np.searchsorted(columns.column("created_us"), cutoff_us, side="left"))
+    def update(self, columns: RecordColumns, first_us: int, last_us: int) -> None:
+        """Move the window to the records created from ``first_us`` to ``last_us``."""
+        created = columns.column("created_us")
+        start = int(np.searchsorted(created, first_us, side="left"))
+        stop = int(np.searchsorted(created, last_us, side="right"))
         if (
             columns is not self.columns
             or columns.generation != self.generation
             or start < self.start
+            or stop < self.end
         ):
             self.columns = columns
             self._reset(start)
         self._apply(columns, slice(self.start, min(start, self.end)), -1)
-        self._apply(columns, slice(max(self.end, start), columns.size), +1)
-        self.start, self.end = start, max(self.end, start, columns.size)
+        self._apply(columns, slice(max(self.end, start), stop), +1)
+        self.start, self.end = start, stop
 
     def _apply(self, columns: RecordColumns, rows: slice, sign: int) -> None:
         if rows.stop <= rows.start:

@@ -191,3 +191,17 @@ def test_model_override_changes_model_and_command(client) -> None:
     task = create(client, context={"model_override": "cursor/auto"})
     assert task["model"] == "cursor/auto"
     assert shlex.split(task["command"])[-1] == "cursor/auto"
+
+
+@pytest.mark.parametrize("damage", [{"started_at": 5}, {"created_at": "soon"},
+                                    {"updated_at": None}, {"model": ""}, {"context": []},
+                                    {"status": "archived"}])
+def test_damaged_task_lines_are_skipped_not_a_500(client, logs_dir: Path, damage) -> None:
+    task = create(client)
+    with open(logs_dir / "tasks.jsonl", "a") as out:
+        out.write(json.dumps({**task, "id": "damaged", **damage}) + "\n")
+    assert [t["id"] for t in client.get("/api/agent/tasks").json["tasks"]] == [task["id"]]
+    assert client.get("/api/agent/tasks/damaged").status_code == 404
+    assert client.patch("/api/agent/tasks/damaged", json={"status": "failed"}).status_code == 404
+    assert client.patch(f"/api/agent/tasks/{task['id']}",
+                        json={"status": "failed"}).status_code == 200

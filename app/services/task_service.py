@@ -35,15 +35,27 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 log = logging.getLogger(__name__)
 
 
-TEXT_FIELDS = ("id", "direction", "task_type", "model", "command", "created_at", "updated_at")
+TEXT_FIELDS = ("id", "direction", "task_type", "model", "command")
+TIME_FIELDS = ("created_at", "updated_at")
+
+
+def _is_time(value: Any) -> bool:
+    try:
+        parse_iso(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def is_task_state(state: dict[str, Any]) -> bool:
     """Whether a stored line is a task state the service can use (a line written by
-    hand or damaged may lack fields that listing and transitions rely on)."""
+    hand or damaged may lack fields, or hold values, that listing, transitions and
+    metric records rely on)."""
     return (
         state.get("status") in TRANSITIONS
-        and all(isinstance(state.get(name), str) for name in TEXT_FIELDS)
+        and all(isinstance(state.get(name), str) and state[name] for name in TEXT_FIELDS)
+        and all(_is_time(state.get(name)) for name in TIME_FIELDS)
+        and (state.get("started_at") is None or _is_time(state["started_at"]))
         and isinstance(state.get("context"), dict)
     )
 

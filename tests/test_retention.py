@@ -171,3 +171,17 @@ def test_compaction_under_concurrent_writers_loses_and_doubles_nothing(logs_dir:
             assert body["success_rate"]["total"] == len(counts)
     finally:
         server.stop()
+
+
+def test_compaction_keeps_a_last_record_written_without_its_newline(app, clock, logs_dir) -> None:
+    path = logs_dir / "metrics.jsonl"
+    write_lines(path, [metric("first", days_ago(clock.now, 1))])
+    with open(path, "a") as handle:
+        handle.write(json.dumps(metric("no-newline", days_ago(clock.now, 1))))
+    report = app.extensions["agent"].metrics.compact(30)
+    assert [r["task_id"] for r in stored(path)] == ["first", "no-newline"]
+    assert (report.kept, report.invalid) == (2, 0)
+    with open(path, "a") as handle:
+        handle.write('{"task_id": "torn')
+    assert app.extensions["agent"].metrics.compact(30).invalid == 1
+    assert path.read_bytes().endswith(b"\n")

@@ -188,9 +188,10 @@ class JsonlLog:
         ``keep`` gets every parseable record in file order and yields those to keep. They
         go to a temporary file in the same folder, which is fsynced and renamed over the
         log; then the folder is fsynced so the rename itself is durable. Appends wait for
-        the lock meanwhile, so none is lost; a failure leaves the log as it was. Lines
-        that do not parse, and an unfinished last line, are left out. Returns how many
-        lines were left out because they did not parse.
+        the lock meanwhile, so none is lost; a failure leaves the log as it was. A last
+        line without its newline is taken like any other (no append is under way while
+        the lock is held). Returns how many lines were left out because they did not
+        parse.
         """
         unreadable = 0
 
@@ -200,6 +201,13 @@ class JsonlLog:
                 decoded = chunk.decode()
                 unreadable += chunk.filled_lines() - len(decoded)
                 yield from (record for _, record in decoded)
+            last_line = reader.unfinished_line()
+            if last_line.strip():
+                record = _loads_or_none(last_line)
+                if type(record) is dict:
+                    yield record
+                else:
+                    unreadable += 1
 
         with self.locked():
             reader = self.reader()
@@ -353,6 +361,13 @@ class LogReader:
         self._handle.seek(offset)
         value = _loads_or_none(self._handle.readline())
         return value if type(value) is dict else None
+
+    def unfinished_line(self) -> bytes:
+        """What follows the last complete line read (empty if nothing does)."""
+        if self._handle is None:
+            return b""
+        self._handle.seek(self.offset)
+        return self._handle.read()
 
     def read_range(self, start: int, end: int) -> Iterator[Chunk]:
         """Complete lines between two line boundaries of the file being followed."""

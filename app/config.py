@@ -23,24 +23,38 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _flag(text: str) -> bool:
-    return text.strip().lower() not in {"0", "false", "no", "off", ""}
+    return text.strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _whole_number(env: Any, name: str, low: int, high: int) -> int:
+    """An integer setting within [low, high]; ValueError naming the variable otherwise."""
+    text = env[name]
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {text!r}")
+    return value
 
 
 def from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings, defaults filled in; an empty variable counts as unset. A value out
+    of range raises ValueError naming the variable."""
     env = os.environ if environ is None else environ
     config = dict(DEFAULTS)
     if env.get("AGENT_LOGS_DIR"):
         config["AGENT_LOGS_DIR"] = env["AGENT_LOGS_DIR"]
     if env.get("METRICS_WINDOW_DAYS"):
-        config["METRICS_WINDOW_DAYS"] = int(env["METRICS_WINDOW_DAYS"])
+        config["METRICS_WINDOW_DAYS"] = _whole_number(env, "METRICS_WINDOW_DAYS", 1, 365)
     if env.get("AGENT_ROUTING_FILE"):
         config["AGENT_ROUTING_FILE"] = env["AGENT_ROUTING_FILE"]
-    if "AGENT_FSYNC" in env:
+    if env.get("AGENT_FSYNC"):
         config["AGENT_FSYNC"] = _flag(env["AGENT_FSYNC"])
     if env.get("AGENT_API_TOKEN"):
         config["AGENT_API_TOKEN"] = env["AGENT_API_TOKEN"]
     if env.get("AGENT_MAX_BODY_BYTES"):
-        config["MAX_CONTENT_LENGTH"] = int(env["AGENT_MAX_BODY_BYTES"])
+        config["MAX_CONTENT_LENGTH"] = _whole_number(env, "AGENT_MAX_BODY_BYTES", 1, 2**31)
     return config
 
 

@@ -19,7 +19,10 @@ def error_response(status: int, detail: str, **extra: object) -> ResponseReturnV
 
 
 def _http_error(exc: HTTPException) -> ResponseReturnValue:
-    return error_response(exc.code or 500, exc.description or exc.name)
+    """The error as JSON, keeping its headers (``Allow`` on a 405, for one)."""
+    body, status = error_response(exc.code or 500, exc.description or exc.name)
+    headers = [(name, value) for name, value in exc.get_headers() if name != "Content-Type"]
+    return body, status, headers
 
 
 def _validation_error(exc: ValidationError) -> ResponseReturnValue:

@@ -140,6 +140,7 @@ def test_unknown_route_and_method_are_json(client) -> None:
     assert client.get("/api/agent/nothing").json["detail"]
     response = client.delete("/api/agent/tasks")
     assert response.status_code == 405 and response.json["detail"]
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
 
 
 def test_route_lists_the_builtin_table(client) -> None:

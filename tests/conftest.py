@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskCliRunner, FlaskClient
 
 from app import create_app
 from tests.support import FakeClock, GunicornServer
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting of the shell the tests run from (a token, a routing file...) leaks in."""
+    for name in list(os.environ):
+        if name.startswith("AGENT_") or name == "METRICS_WINDOW_DAYS":
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -32,6 +41,11 @@ def app(logs_dir: Path, clock: FakeClock) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
 
 
 @pytest.fixture

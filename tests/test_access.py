@@ -75,7 +75,8 @@ def test_token_comparison() -> None:
 
 
 def test_a_route_added_later_is_guarded(guarded: Flask) -> None:
-    guarded.add_url_rule("/dashboard", "dashboard", lambda: "<html></html>")
+    guarded.add_url_rule("/added-later", "added_later", lambda: "<html></html>")
     client = guarded.test_client()
-    assert client.get("/dashboard").status_code == 401
-    assert client.get("/dashboard", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert client.get("/added-later").status_code == 401
+    answer = client.get("/added-later", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200 and answer.text == "<html></html>"

@@ -19,18 +19,18 @@ def seeded(logs_dir, clock) -> None:
 
 
 @pytest.mark.parametrize("window_days", [None, 1, 30])
-def test_json_equals_the_api(app, client, seeded, window_days) -> None:
+def test_json_equals_the_api(runner, client, seeded, window_days) -> None:
     args = ["metrics", "show", "--json"]
     if window_days:
         args += ["--window-days", str(window_days)]
-    result = app.test_cli_runner().invoke(args=args)
+    result = runner.invoke(args=args)
     assert result.exit_code == 0, result.output
     query = f"?window_days={window_days}" if window_days else ""
     assert json.loads(result.output) == client.get(f"/api/agent/metrics{query}").json
 
 
-def test_table_shows_the_same_numbers(app, client, seeded) -> None:
-    result = app.test_cli_runner().invoke(args=["metrics", "show", "--window-days", "30"])
+def test_table_shows_the_same_numbers(runner, client, seeded) -> None:
+    result = runner.invoke(args=["metrics", "show", "--window-days", "30"])
     assert result.exit_code == 0, result.output
     api = client.get("/api/agent/metrics?window_days=30").json
     totals, times = api["success_rate"], api["execution_time"]
@@ -48,15 +48,15 @@ def test_table_shows_the_same_numbers(app, client, seeded) -> None:
         assert rows[name] == [str(row["count"]), str(row["avg_duration"])]
 
 
-def test_empty_window(app) -> None:
-    result = app.test_cli_runner().invoke(args=["metrics", "show"])
+def test_empty_window(runner) -> None:
+    result = runner.invoke(args=["metrics", "show"])
     assert result.exit_code == 0
     assert "No records in this window." in result.output
 
 
 @pytest.mark.parametrize("value", ["0", "366", "x"])
-def test_bad_window_is_a_usage_error(app, value) -> None:
-    result = app.test_cli_runner().invoke(args=["metrics", "show", "--window-days", value])
+def test_bad_window_is_a_usage_error(runner, value) -> None:
+    result = runner.invoke(args=["metrics", "show", "--window-days", value])
     assert result.exit_code == 2
     assert "--window-days" in result.output
 

@@ -1,7 +1,6 @@
 """The agent service: a Flask app factory."""
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
@@ -29,8 +28,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(config.from_env(), CLOCK=utc_now)
     if test_config:
         app.config.from_mapping(test_config)
-    logging.basicConfig(level=logging.INFO)
-
     logs_dir = app.config["AGENT_LOGS_DIR"]
     clock, fsync = app.config["CLOCK"], app.config["AGENT_FSYNC"]
     metrics = MetricsService(config.metrics_path(logs_dir), clock=clock, fsync=fsync,

@@ -32,6 +32,7 @@ from app.models.metrics import (
     MetricsAggregatesSchema,
     MetricsQuerySchema,
     RecordsQuerySchema,
+    TaskMetricRecordSchema,
     TimeseriesQuerySchema,
     TimeseriesSchema,
 )
@@ -116,7 +117,8 @@ OPERATIONS: dict[str, Operation] = {
         query=TimeseriesQuerySchema, errors=(422,),
     ),
     "agent.metrics_records": Operation(
-        "The raw metric records, filtered, as JSON Lines or CSV (streamed)",
+        "The raw metric records, filtered, as JSON Lines or CSV (streamed): each JSON line,"
+        " and each CSV row under its header, is a TaskMetricRecord",
         media_types=(JSONL, CSV), query=RecordsQuerySchema, errors=(422,),
     ),
     "prometheus.scrape": Operation(
@@ -184,6 +186,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     spec = APISpec(TITLE, API_VERSION, OPENAPI_VERSION, plugins=[MarshmallowPlugin()],
                    security=[{SECURITY_SCHEME: []}])
     spec.components.security_scheme(SECURITY_SCHEME, {"type": "http", "scheme": "bearer"})
+    spec.components.schema("TaskMetricRecord", schema=TaskMetricRecordSchema)
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
         operation = OPERATIONS.get(rule.endpoint)

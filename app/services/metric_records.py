@@ -92,6 +92,22 @@ class MetricRecord(NamedTuple):
     created_us: int
 
 
+def stored_record(
+    task_id: str, task_type: str, model: str, duration_seconds: float, status: str,
+    created_at: str,
+) -> dict[str, Any]:
+    """A record as a line of metrics.jsonl holds it. The key order is part of the
+    canonical form that :mod:`app.services.metric_scan` skims."""
+    return {
+        "task_id": task_id,
+        "task_type": task_type,
+        "model": model,
+        "duration_seconds": duration_seconds,
+        "status": status,
+        "created_at": created_at,
+    }
+
+
 def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
     """The record a stored line holds, or None if it is not a valid record."""
     task_id, task_type, model = raw.get("task_id"), raw.get("task_type"), raw.get("model")

@@ -1,8 +1,8 @@
 """Task metrics: one record per finished task, and rolling-window aggregates.
 
-Works with or without a Flask app: the API builds a :class:`MetricsService` per app,
-and the runner uses the module functions :func:`record_task` and :func:`get_aggregates`,
-which find the store through the environment (``AGENT_LOGS_DIR``).
+Works with or without a Flask app: the API builds a :class:`MetricsService` per app;
+without one, the module functions :func:`record_task` (the runner's) and
+:func:`get_aggregates` find the store through the environment (``AGENT_LOGS_DIR``).
 
 Each process keeps the records as compact columns and, on every call, reads only the
 bytes appended since its last read. ``record_task`` checks and appends under the
@@ -34,6 +34,7 @@ from app.services.metric_records import (
     decode_record,
     is_duration,
     is_label,
+    stored_record,
     to_micros,
 )
 from app.services.metric_scan import skim, stamp_of
@@ -185,14 +186,10 @@ class MetricsService:
             self.refresh(skim_before_us=SKIM_EVERYTHING)
             if self._task_ids.contains(task_id):
                 return False
-            self.log.append([{
-                "task_id": task_id,
-                "task_type": task_type,
-                "model": model,
-                "duration_seconds": round(float(duration_seconds), 6),
-                "status": status,
-                "created_at": isoformat(self.clock()),
-            }])
+            self.log.append([stored_record(
+                task_id, task_type, model, round(float(duration_seconds), 6), status,
+                isoformat(self.clock()),
+            )])
             self.refresh(skim_before_us=SKIM_EVERYTHING)
         return True
 

@@ -26,7 +26,7 @@ from app.services.metrics_series import (
 )
 
 
-def _bucket_label(bound: float) -> str:
+def _bound_label(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else f"{float(bound)}"
 
 
@@ -52,7 +52,7 @@ class AgentCollector(Collector):
             "Execution time of finished tasks.",
             labels=["task_type", "model"],
         )
-        labels = [_bucket_label(b) for b in (*DURATION_BOUNDS_SECONDS, math.inf)]
+        labels = [_bound_label(b) for b in (*DURATION_BOUNDS_SECONDS, math.inf)]
         for histogram in sorted(histograms, key=lambda h: (h.task_type, h.model)):
             durations.add_metric(
                 [histogram.task_type, histogram.model],

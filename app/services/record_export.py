@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from app.clock import isoformat
-from app.services.metric_records import MetricRecord, to_micros
+from app.services.metric_records import MetricRecord, stored_record, to_micros
 from app.services.metrics_series import from_micros
 from app.services.metrics_service import MetricsService
 from app.services.metrics_window import MICROS
@@ -27,14 +27,10 @@ CHUNK_BYTES = 64 * 1024
 
 def as_stored(record: MetricRecord) -> dict[str, Any]:
     """A record in the store's own shape (``created_at`` in UTC with its offset)."""
-    return {
-        "task_id": record.task_id,
-        "task_type": record.task_type,
-        "model": record.model,
-        "duration_seconds": record.duration_us / MICROS,
-        "status": "completed" if record.completed else "failed",
-        "created_at": isoformat(from_micros(record.created_us)),
-    }
+    return stored_record(
+        record.task_id, record.task_type, record.model, record.duration_us / MICROS,
+        "completed" if record.completed else "failed", isoformat(from_micros(record.created_us)),
+    )
 
 
 def matching(

@@ -10,13 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.services.metrics_series import (
+from app.services.metric_totals import (
     DURATION_BOUNDS_SECONDS,
-    default_bucket,
     duration_histograms,
     finished_counts,
-    service_timeseries,
 )
+from app.services.metrics_series import default_bucket, service_timeseries
 from app.services.metrics_service import MetricsService
 from app.storage import jsonl_log
 from tests import reference
@@ -70,9 +69,9 @@ def test_default_bucket() -> None:
 def test_totals_and_histograms_over_the_whole_store(service, clock) -> None:
     write_store(service.log.path, spread_records(clock(), 300, days=400))
     records = reference.records_in(service.log.path)
-    counts = service.read_columns(finished_counts)
+    counts = finished_counts(service.totals())
     assert counts == reference.finished_counts(records)
-    histograms = service.read_columns(duration_histograms)
+    histograms = duration_histograms(service.totals())
     assert {(h.task_type, h.model) for h in histograms} == {
         (r["task_type"], r["model"]) for r in records
     }
@@ -86,7 +85,7 @@ def test_totals_and_histograms_over_the_whole_store(service, clock) -> None:
 def test_a_duration_on_a_bound_falls_in_that_bucket(service) -> None:
     service.record_task("a", "impl", "m", 60, "completed")
     service.record_task("b", "impl", "m", 60.000001, "completed")
-    [histogram] = service.read_columns(duration_histograms)
+    [histogram] = duration_histograms(service.totals())
     bounds = dict(zip((*DURATION_BOUNDS_SECONDS, "+Inf"), histogram.cumulative_counts))
     assert (bounds[30], bounds[60], bounds[120], bounds["+Inf"]) == (0, 1, 2, 2)
 

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.services.metrics_series import DURATION_BOUNDS_SECONDS
+from app.services.metric_totals import DURATION_BOUNDS_SECONDS
 from tests import reference
 from tests.seed import spread_records, write_store
 from tests.support import GunicornServer

@@ -12,8 +12,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.clock import isoformat
+from app.services.metric_totals import finished_counts
+from app.storage import JsonlLog
 from tests.processes import spawn
 from tests.support import ROOT, GunicornServer
 
@@ -185,3 +188,49 @@ def test_compaction_keeps_a_last_record_written_without_its_newline(app, clock, 
         handle.write('{"task_id": "torn')
     assert app.extensions["agent"].metrics.compact(30).invalid == 1
     assert path.read_bytes().endswith(b"\n")
+
+
+def scrape_counters(client) -> dict:
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return {(family.name, sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in families for sample in family.samples
+            if family.name in ("agent_tasks_finished", "agent_task_duration_seconds")}
+
+
+def test_counters_do_not_go_down_when_records_are_compacted(app, client, clock,
+                                                            logs_dir) -> None:
+    path = logs_dir / "metrics.jsonl"
+    write_lines(path, [
+        {**metric(f"old{n}", days_ago(clock.now, 40 + n)), "duration_seconds": 10 ** (n % 5),
+         "status": "failed" if n % 3 else "completed", "model": f"m{n % 2}"}
+        for n in range(30)
+    ] + [metric(f"new{n}", days_ago(clock.now, 1)) for n in range(5)])
+    metrics = app.extensions["agent"].metrics
+    before, counters = metrics.totals(), scrape_counters(client)
+    assert metrics.compact(30).expired == 30
+    assert len(stored(path)) == 5
+    assert metrics.totals() == before
+    assert scrape_counters(client) == counters
+    metrics.record_task("later", "impl", "m", 2.0, "completed")
+    clock.advance(days=45)
+    assert metrics.compact(30).expired == 6
+    after = metrics.totals()
+    assert sum(finished_counts(after).values()) == 36 and not path.read_text()
+    assert finished_counts(after)[("impl", "m", "completed")] == 6
+
+
+def test_carried_totals_match_the_file_a_reader_follows(tmp_path: Path) -> None:
+    log = JsonlLog(tmp_path / "s.jsonl")
+    log.append([{"n": 1}])
+    log.rewrite(lambda records: records, carry=lambda before: "first")
+    reader = log.reader()
+    list(reader.poll())
+    assert log.carried() == log.carried(reader) == "first"
+    log.rewrite(lambda records: records, carry=lambda before: f"{before}+second")
+    assert log.carried() == "first+second"
+    assert log.carried(reader) == "first"  # still on the file the first value belongs to
+    list(reader.poll())
+    assert log.carried(reader) == "first+second"
+    companion = json.loads(log.carried_path.read_text())
+    log.carried_path.write_text(json.dumps({**companion, "store": [0, 0]}))
+    assert log.carried() == "first"  # written for a file that never took the store's place

@@ -38,6 +38,7 @@ from app.services.metric_records import (
     to_micros,
 )
 from app.services.metric_scan import skim, stamp_of
+from app.services.metric_totals import Totals
 from app.services.metrics_window import WindowAggregate, window_bounds
 from app.services.retention import CompactionReport, compact, cutoff
 from app.services.task_id_index import TaskIdIndex
@@ -198,9 +199,11 @@ class MetricsService:
 
         Lines that are not valid records (what :meth:`refresh` skips: bad fields, a
         ``created_at`` that does not parse, a second record of a task) are dropped and
-        counted. A dropped task_id no longer counts as recorded.
+        counted. A dropped task_id no longer counts as recorded. The totals of the
+        expired records are carried over, so :meth:`totals` does not go down.
         """
         oldest = to_micros(cutoff(self.clock(), keep_days))
+        dropped = Totals()
 
         def keep(
             lines: Iterator[dict[str, Any]], report: CompactionReport
@@ -214,11 +217,22 @@ class MetricsService:
                 seen.add(record.task_id)
                 if record.created_us < oldest:
                     report.expired += 1
+                    dropped.add(record)
                 else:
                     report.kept += 1
                     yield raw
 
-        return compact(self.log, keep)
+        return compact(
+            self.log, keep, carry=lambda before: Totals.from_json(before).merged(dropped).to_json()
+        )
+
+    def totals(self) -> Totals:
+        """Totals of every record ever stored: those in the store and those compacted
+        away (read for the same store file, so the two never overlap or miss)."""
+        with self._guard:
+            columns = self.snapshot()
+            carried = self.log.carried(self._reader)
+            return Totals.from_columns(columns).merged(Totals.from_json(carried))
 
     def get_aggregates(self, window_days: int | None = None) -> dict[str, Any]:
         """Aggregates over records created within the last ``window_days`` days (default:

@@ -1,7 +1,8 @@
 """Prometheus metrics read from the shared stores at scrape time.
 
-Nothing is counted in process memory: every scrape reads the metric and task stores,
-so each gunicorn worker answers the same and a restart loses nothing. Label sets are
+Nothing is counted in process memory: every scrape reads the metric and task stores
+(and the totals compaction carried over), so each gunicorn worker answers the same, a
+restart loses nothing and a compaction lowers no counter. Label sets are
 emitted in sorted order so equal stores give byte-identical output.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from app.models.metrics import QUEUE_STATUSES
 from app.services import Services
-from app.services.metrics_series import (
+from app.services.metric_totals import (
     DURATION_BOUNDS_SECONDS,
     duration_histograms,
     finished_counts,
@@ -35,9 +36,8 @@ class AgentCollector(Collector):
         self.services = services
 
     def collect(self) -> Iterator[Metric]:
-        counts, histograms = self.services.metrics.read_columns(
-            lambda columns: (finished_counts(columns), duration_histograms(columns))
-        )
+        totals = self.services.metrics.totals()
+        counts, histograms = finished_counts(totals), duration_histograms(totals)
         finished = CounterMetricFamily(
             "agent_tasks_finished",
             "Tasks that reached a final status (one metric record each).",

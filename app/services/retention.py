@@ -36,10 +36,13 @@ Keeper = Callable[[Iterator[dict[str, Any]], "CompactionReport"], Iterable[dict[
 """Given a store's records in order and the report to count into, yields those to keep."""
 
 
-def compact(store: JsonlLog, keep: Keeper) -> CompactionReport:
-    """Rewrite ``store`` with what ``keep`` yields; lines that do not parse count as invalid."""
+def compact(
+    store: JsonlLog, keep: Keeper, carry: Callable[[Any], Any] | None = None
+) -> CompactionReport:
+    """Rewrite ``store`` with what ``keep`` yields (see :meth:`JsonlLog.rewrite` for
+    ``carry``); lines that do not parse count as invalid."""
     report = CompactionReport()
-    unreadable = store.rewrite(lambda records: keep(records, report))
+    unreadable = store.rewrite(lambda records: keep(records, report), carry)
     report.invalid += unreadable
     log.info("compacted %s: %s", store.path, report.summary())
     return report

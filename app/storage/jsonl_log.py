@@ -182,7 +182,28 @@ class JsonlLog:
             else:
                 handle.close()
 
-    def rewrite(self, keep: Selector) -> int:
+    @property
+    def carried_path(self) -> Path:
+        return Path(f"{self.path}.carried.json")
+
+    def carried(self, reader: LogReader | None = None) -> Any:
+        """What the last :meth:`rewrite` carried over (None if nothing), as it applies to
+        the store file ``reader`` follows (default: the file now at the path).
+
+        The value is written with the identity of the file it belongs to and the value
+        before it; a reader still on an older file, or a rewrite cut short between its
+        two renames, gets that earlier value, so it always matches the records read.
+        """
+        try:
+            companion = orjson.loads(self.carried_path.read_bytes())
+            identity = reader.identity() if reader is not None else _identity(self.path)
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(companion, dict):
+            return None
+        return companion.get("value" if companion.get("store") == identity else "previous")
+
+    def rewrite(self, keep: Selector, carry: Callable[[Any], Any] | None = None) -> int:
         """Replace the log by ``keep(records)``, atomically, under the lock.
 
         ``keep`` gets every parseable record in file order and yields those to keep. They
@@ -192,6 +213,10 @@ class JsonlLog:
         line without its newline is taken like any other (no append is under way while
         the lock is held). Returns how many lines were left out because they did not
         parse.
+
+        With ``carry``, ``carry(previous)`` is called once ``keep`` has run, with what the
+        last rewrite carried over, and its JSON value is kept beside the log (see
+        :meth:`carried`): totals of what was dropped, for one.
         """
         unreadable = 0
 
@@ -223,6 +248,8 @@ class JsonlLog:
                     handle.flush()
                     os.fsync(handle.fileno())
                 _copy_mode(self.path, temporary)
+                if carry is not None:
+                    self._write_carried(_identity(Path(temporary)), carry)
                 os.replace(temporary, self.path)
                 temporary = None
                 _fsync_folder(self.path.parent)
@@ -233,6 +260,16 @@ class JsonlLog:
                 if temporary is not None:
                     _remove_quietly(temporary)
         return unreadable
+
+    def _write_carried(self, store: list[int], carry: Callable[[Any], Any]) -> None:
+        previous = self.carried()
+        companion = {"store": store, "value": carry(previous), "previous": previous}
+        temporary = self.carried_path.with_name(f".{self.carried_path.name}.tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(orjson.dumps(companion))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.carried_path)
 
     def writable(self) -> bool:
         """Whether an append could succeed now: the file opens for append and space is left."""
@@ -298,6 +335,11 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+def _identity(path: Path) -> list[int]:
+    found = os.stat(path)
+    return [found.st_dev, found.st_ino]
+
+
 def _ends_torn(handle: Any) -> bool:
     handle.seek(0, os.SEEK_END)
     if handle.tell() == 0:
@@ -361,6 +403,13 @@ class LogReader:
         self._handle.seek(offset)
         value = _loads_or_none(self._handle.readline())
         return value if type(value) is dict else None
+
+    def identity(self) -> list[int] | None:
+        """(device, inode) of the file being followed, None before it is opened."""
+        if self._handle is None:
+            return None
+        held = os.fstat(self._handle.fileno())
+        return [held.st_dev, held.st_ino]
 
     def unfinished_line(self) -> bytes:
         """What follows the last complete line read (empty if nothing does)."""

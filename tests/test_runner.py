@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -208,7 +208,10 @@ class ArrivingTasks(TaskApi):
     """The API as a runner sees it while ``per_listing`` new tasks arrive with each listing;
     ``enough`` says when to stop the runner (checked at each listing)."""
 
-    def __init__(self, base_url: str, per_listing: int, enough=lambda: False) -> None:
+    def __init__(
+        self, base_url: str, per_listing: int,
+        enough: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__(base_url)
         self.runner: Runner | None = None
         self.per_listing = per_listing

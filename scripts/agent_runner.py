@@ -2,7 +2,7 @@
 
 Exit status: 0 when done (``--once``); 1 when the API cannot be reached or used, or a
 task's report was not delivered; 2 for bad arguments or settings; 128 + the signal number
-when stopped by SIGINT (130) or SIGTERM (143), which is the only way polling ends.
+when stopped by SIGINT (130) or SIGTERM (143).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Run pending agent tasks: claim each over the API, run its command, report it.
 
-Exit status: 0 when done (``--once``) or stopped cleanly; 1 when the API cannot be
-reached or used, or a task's report was not delivered; 2 for bad arguments or settings;
-128 + the signal number when stopped by SIGINT (130) or SIGTERM (143).
+Exit status: 0 when done (``--once``); 1 when the API cannot be reached or used, or a
+task's report was not delivered; 2 for bad arguments or settings; 128 + the signal number
+when stopped by SIGINT (130) or SIGTERM (143).
 """
 from __future__ import annotations
 
@@ -54,7 +54,6 @@ def setup_logging(logs_dir: Path, verbose: bool) -> None:
     root = logging.getLogger()
     root.setLevel(level)
     root.addHandler(to_file)
-    logging.getLogger("filelock").setLevel(logging.INFO)  # a line per lock taken is noise
     # Without --verbose, stderr shows the runner's own lines, not urllib3's retries.
     (root if verbose else log).addHandler(to_stderr)
 

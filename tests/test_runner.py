@@ -5,13 +5,18 @@ import json
 import os
 import signal
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from app.runner import api as runner_api
+from app.runner.api import TaskApi
+from app.runner.worker import Runner
 from tests.runner_support import (
+    WAIT_SECONDS,
     create_task,
     get_task,
     metric_records,
@@ -197,3 +202,69 @@ def test_without_once_it_keeps_polling(api, env):
         _, stderr = runner.communicate(timeout=120)
     assert runner.returncode == 128 + signal.SIGTERM, stderr
     assert [run["argv"][0] for run in runs(env)] == ["first", "second exit=1"]
+
+
+class ArrivingTasks(TaskApi):
+    """The API as a runner sees it while ``per_listing`` new tasks arrive with each listing;
+    ``enough`` says when to stop the runner (checked at each listing)."""
+
+    def __init__(
+        self, base_url: str, per_listing: int,
+        enough: Callable[[], bool] = lambda: False,
+    ) -> None:
+        super().__init__(base_url)
+        self.runner: Runner | None = None
+        self.per_listing = per_listing
+        self.enough = enough
+        self.arrived: list[dict] = []
+        self.give_up = time.monotonic() + WAIT_SECONDS
+
+    def pending_tasks(self) -> list[dict]:
+        page = super().pending_tasks()
+        for _ in range(self.per_listing):
+            self.arrived.append(create_task(self.base_url, f"new-{len(self.arrived)}", "spec"))
+        if self.enough() or time.monotonic() > self.give_up:
+            self.runner.stop.set()
+        return page
+
+
+def runner_in_process(api: ArrivingTasks, env: dict[str, str], monkeypatch) -> Runner:
+    """A runner in this process, listing pages of three tasks, one task at a time."""
+    monkeypatch.setattr(runner_api, "PENDING_PAGE", 3)
+    monkeypatch.setenv("FAKE_AGENT_RUNS", env["FAKE_AGENT_RUNS"])
+    api.runner = Runner(api, logs_dir=Path(env["AGENT_LOGS_DIR"]),
+                        workdir=Path(env["AGENT_WORKDIR"]), timeout=WAIT_SECONDS, workers=1)
+    return api.runner
+
+
+def test_once_runs_every_task_pending_at_start_page_by_page(api, env, monkeypatch):
+    pending = [create_task(api, f"old-{number}", "spec") for number in range(8)]
+    arriving = ArrivingTasks(api, per_listing=1)
+    runner = runner_in_process(arriving, env, monkeypatch)
+    try:
+        runner.drain()
+    finally:
+        runner.close()
+    assert [run["argv"][0] for run in runs(env)] == [task["direction"] for task in pending]
+    assert {get_task(api, task["id"])["status"] for task in pending} == {"completed"}
+    assert len(arriving.arrived) >= 3
+    assert {get_task(api, task["id"])["status"] for task in arriving.arrived} == {"pending"}
+
+
+def test_polling_runs_the_oldest_tasks_first(api, env, monkeypatch):
+    pending = [create_task(api, f"old-{number}", "spec") for number in range(5)]
+
+    def all_done() -> bool:
+        return all(get_task(api, task["id"])["status"] == "completed" for task in pending)
+
+    # More tasks arrive with each listing than a page holds: listing the newest first,
+    # the runner would never see the old ones.
+    arriving = ArrivingTasks(api, per_listing=4, enough=all_done)
+    runner = runner_in_process(arriving, env, monkeypatch)
+    try:
+        runner.poll(0.1)
+    finally:
+        runner.close()
+    assert all_done()
+    ran = [run["argv"][0] for run in runs(env)]
+    assert ran[:5] == [task["direction"] for task in pending]

@@ -46,35 +46,37 @@ class Runner:
     def drain(self) -> None:
         """Run every task that is pending now, then return (``--once``).
 
-        Tasks created after the first listing are left alone. When more than one page
-        was pending, the rest is listed again once this page is done.
+        The cutoff is the creation time of the newest task pending at the start. Pages
+        of the oldest pending tasks are then listed and run, leaving out tasks created
+        after the cutoff and tasks already tried, until a page has none left: so however
+        many are pending, and however many arrive meanwhile, each task pending at the
+        start is tried once and nothing newer is.
         """
-        tasks, total = self.api.pending_tasks()
-        if not tasks:
+        newest = self.api.newest_pending()
+        if newest is None:
             return
-        cutoff = parse_iso(tasks[-1]["created_at"])
+        cutoff = parse_iso(newest["created_at"])
         attempted: set[str] = set()
         while not self.stop.is_set():
-            batch = [task for task in tasks if task["id"] not in attempted
+            batch = [task for task in self.api.pending_tasks() if task["id"] not in attempted
                      and parse_iso(task["created_at"]) <= cutoff]
             if not batch:
                 return
             attempted.update(task["id"] for task in batch)
             wait(self._enqueue(batch))
-            if total <= len(tasks):
-                return
-            tasks, total = self.api.pending_tasks()
 
     def poll(self, interval: float) -> None:
         """List pending tasks every ``interval`` seconds and run them, until stopped.
 
-        If the very first listing fails, the ApiError is raised: the runner is probably
-        pointed at the wrong place. Later failures are logged and listing goes on.
+        Each listing is of the oldest pending tasks, so a steady flow of new tasks
+        cannot keep old ones waiting. If the very first listing fails, the ApiError is
+        raised: the runner is probably pointed at the wrong place. Later failures are
+        logged and listing goes on.
         """
         reached = False
         while not self.stop.is_set():
             try:
-                tasks, _ = self.api.pending_tasks()
+                tasks = self.api.pending_tasks()
             except ApiError as exc:
                 if not reached:
                     raise

@@ -250,16 +250,18 @@ class MetricsService:
 
 
 _services: dict[Path, MetricsService] = {}
+_services_guard = threading.Lock()
 
 
 def service_for(logs_dir: str | Path | None = None) -> MetricsService:
     """The process-wide service for a logs folder (default: from the environment)."""
     settings = config.from_env()
     path = config.metrics_path(logs_dir or settings["AGENT_LOGS_DIR"]).resolve()
-    if path not in _services:
-        _services[path] = MetricsService(path, fsync=settings["AGENT_FSYNC"],
-                                         window_days=settings["METRICS_WINDOW_DAYS"])
-    return _services[path]
+    with _services_guard:
+        if path not in _services:
+            _services[path] = MetricsService(path, fsync=settings["AGENT_FSYNC"],
+                                             window_days=settings["METRICS_WINDOW_DAYS"])
+        return _services[path]
 
 
 def record_task(

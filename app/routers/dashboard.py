@@ -5,7 +5,7 @@ from flask import Blueprint, render_template
 
 from app import charts
 from app.models.metrics import BUCKETS, QUEUE_STATUSES
-from app.routers.agent import services, timeseries_query
+from app.routers.common import services, timeseries_query
 from app.services.metrics_series import service_timeseries
 
 bp = Blueprint("dashboard", __name__)

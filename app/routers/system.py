@@ -6,7 +6,7 @@ from flask.typing import ResponseReturnValue
 
 from app.models.health import HealthSchema
 from app.openapi import openapi_document
-from app.services import Services
+from app.routers.common import services
 
 bp = Blueprint("system", __name__, url_prefix="/api")
 
@@ -14,10 +14,9 @@ bp = Blueprint("system", __name__, url_prefix="/api")
 @bp.get("/health")
 def health() -> ResponseReturnValue:
     """200 while the process serves; ``status`` says whether writes can succeed."""
-    services: Services = current_app.extensions["agent"]
     stores = {
         name: {"path": path, "writable": writable}
-        for name, (path, writable) in services.stores().items()
+        for name, (path, writable) in services().stores().items()
     }
     healthy = all(store["writable"] for store in stores.values())
     return HealthSchema().dump({"status": "ok" if healthy else "degraded", "stores": stores})

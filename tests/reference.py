@@ -34,7 +34,7 @@ def records_in(path: Path) -> list[dict]:
         return out
     for line in path.read_bytes().split(b"\n")[:-1]:
         try:
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))  # bytes alone may be taken as UTF-16
         except ValueError:
             continue
         if isinstance(record, dict) and _valid(record) and record["task_id"] not in seen:

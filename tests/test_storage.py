@@ -110,3 +110,25 @@ def test_processes_appending_at_once_lose_and_double_nothing(tmp_path: Path) -> 
     }
     for writer in range(writers):
         assert [r["n"] for r in records if r["writer"] == writer] == list(range(count))
+
+
+def test_a_closed_reader_goes_on_where_it_stopped_or_starts_over(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    log = JsonlLog(path)
+    reader = log.reader()
+    log.append([{"n": 1}])
+    assert read_all(log, reader) == [{"n": 1}]
+    reader.close()
+    log.append([{"n": 2}])
+    assert read_all(log, reader) == [{"n": 2}]
+    reader.close()
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_bytes(b'{"n": 9}\n')
+    os.replace(replacement, path)
+    batches = list(reader.poll())
+    assert batches[0].reset and [r for b in batches for _, r in b.records] == [{"n": 9}]
+    reader.close()
+    path.write_bytes(b'{"n": 7}\n{"n": 8, "longer": "than what was read"}\n')
+    batches = list(reader.poll())
+    assert batches[0].reset
+    assert [r["n"] for b in batches for _, r in b.records] == [7, 8]

@@ -12,6 +12,18 @@ class Services:
     tasks: TaskService
     metrics: MetricsService
 
+    def warm_up(self) -> None:
+        """Read both stores now, then close their files.
+
+        Run in the gunicorn master before it forks (see gunicorn.conf.py): every worker
+        then starts with the stores read and only reads what was appended since, and no
+        worker shares an open file with another.
+        """
+        self.tasks.refresh()
+        self.metrics.get_aggregates()
+        for service in (self.tasks, self.metrics):
+            service.close_files()
+
     def stores(self) -> dict[str, tuple[str, bool]]:
         """Each store's file and whether it can be written now."""
         return {

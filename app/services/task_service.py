@@ -86,6 +86,11 @@ class TaskService:
         self._guard = threading.RLock()
         self._tasks: dict[str, dict[str, Any]] = {}
 
+    def close_files(self) -> None:
+        """Close the store's file; the next call reopens it and goes on where it was."""
+        with self._guard:
+            self._reader.close()
+
     def refresh(self) -> None:
         """Replay what was appended since the last read: the latest state per task."""
         with self._guard:

@@ -358,32 +358,40 @@ def _loads_or_none(line: bytes) -> Any:
 class LogReader:
     """Follows one log file from a remembered offset.
 
-    It keeps the file open, so a file replaced by rename (compaction) is noticed by its
-    inode, and a file truncated or rewritten in place by its size or by the last bytes it
-    read no longer standing before the offset; either way the next poll starts over from
-    the beginning with ``reset`` set.
+    It remembers which file (device and inode) the offset belongs to, so a file replaced
+    by rename (compaction) is noticed, and a file truncated or rewritten in place is
+    noticed by its size or by the last bytes read no longer standing before the offset;
+    either way the next poll starts over from the beginning with ``reset`` set. It may be
+    closed (before a fork, say) and carries on at the next poll.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
         self._seen_tail = b""
+        self._identity: list[int] | None = None
         self._handle: Any = None
 
     def close(self) -> None:
+        """Close the file; the next poll opens it again and goes on from the offset."""
         if self._handle is not None:
             self._handle.close()
             self._handle = None
 
-    def _replaced_or_truncated(self) -> bool:
+    def _forget(self) -> None:
+        self.offset, self._seen_tail, self._identity = 0, b"", None
+
+    def _moved_on(self) -> bool:
+        """Whether the file at the path is no longer the one the offset belongs to."""
+        fd = self._handle.fileno()
+        held = os.fstat(fd)
         try:
             on_disk = os.stat(self.path)
         except FileNotFoundError:
-            return self.offset > 0
-        fd = self._handle.fileno()
-        held = os.fstat(fd)
+            return True
         return (
-            (on_disk.st_ino, on_disk.st_dev) != (held.st_ino, held.st_dev)
+            [held.st_dev, held.st_ino] != self._identity
+            or [on_disk.st_dev, on_disk.st_ino] != self._identity
             or held.st_size < self.offset
             or os.pread(fd, len(self._seen_tail), self.offset - len(self._seen_tail))
             != self._seen_tail
@@ -394,6 +402,9 @@ class LogReader:
             self._handle = open(self.path, "rb")
         except FileNotFoundError:
             return False
+        if self._identity is None:
+            held = os.fstat(self._handle.fileno())
+            self._identity = [held.st_dev, held.st_ino]
         return True
 
     def read_line_at(self, offset: int) -> dict[str, Any] | None:
@@ -406,10 +417,7 @@ class LogReader:
 
     def identity(self) -> list[int] | None:
         """(device, inode) of the file being followed, None before it is opened."""
-        if self._handle is None:
-            return None
-        held = os.fstat(self._handle.fileno())
-        return [held.st_dev, held.st_ino]
+        return self._identity
 
     def unfinished_line(self) -> bytes:
         """What follows the last complete line read (empty if nothing does)."""
@@ -434,18 +442,22 @@ class LogReader:
     def poll_chunks(self) -> Iterator[Chunk]:
         """Like :meth:`poll`, but the lines are left unparsed."""
         reset = False
-        if self._handle is not None and self._replaced_or_truncated():
+        if self._handle is None:
+            self._open()
+        if self._handle is not None and self._moved_on():
             self.close()
-            reset, self.offset, self._seen_tail = self.offset > 0, 0, b""
-        if self._handle is None and not self._open():
-            if reset:
-                yield Chunk(0, b"", reset=True)
-            return
-        for chunk in _line_chunks(self._handle, self.offset):
-            self.offset = chunk.end
-            self._seen_tail = (chunk.data[-TAIL_BYTES:] if chunk.data else b"") + b"\n"
-            chunk.reset, reset = reset, False
-            yield chunk
+            reset = self.offset > 0
+            self._forget()
+            self._open()
+        elif self._handle is None and self.offset > 0:
+            self._forget()
+            reset = True
+        if self._handle is not None:
+            for chunk in _line_chunks(self._handle, self.offset):
+                self.offset = chunk.end
+                self._seen_tail = (chunk.data[-TAIL_BYTES:] if chunk.data else b"") + b"\n"
+                chunk.reset, reset = reset, False
+                yield chunk
         if reset:
             yield Chunk(0, b"", reset=True)
 

@@ -16,8 +16,8 @@ it over the log, under the lock; readers notice the new inode and start over.
 """
 from __future__ import annotations
 
-import logging
 import fcntl
+import logging
 import os
 import tempfile
 import threading

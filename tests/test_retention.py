@@ -161,8 +161,11 @@ def test_compaction_under_concurrent_writers_loses_and_doubles_nothing(logs_dir:
         for writer in writers:
             writer.kill()
         for writer in writers:
-            out, _ = writer.communicate(timeout=WAIT)
-            acknowledged += out.split()
+            # Read through the buffered pipe readline() used (communicate() would skip
+            # what it buffered); the piece after the last newline was cut by the kill.
+            out = writer.stdout.read()
+            writer.wait(timeout=WAIT)
+            acknowledged += out.split("\n")[:-1]
         assert len(acknowledged) > 8 and len(acknowledged) == len(set(acknowledged))
 
         counts = Counter(r["task_id"] for r in stored(metrics_path))

@@ -1,9 +1,23 @@
-"""gunicorn settings; each can be overridden on the command line or by GUNICORN_CMD_ARGS."""
-import gc
-import os
+"""gunicorn settings; each can be overridden on the command line or by GUNICORN_CMD_ARGS.
 
-bind = os.environ.get("AGENT_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("AGENT_WORKERS", "2"))
+Settings are checked before anything starts (app/serving.py): one that cannot be used
+stops the server with one line saying which.
+"""
+import gc
+
+from app.config import exit_on_config_error
+from app.serving import server_settings
+
+with exit_on_config_error("agent-metrics-service"):
+    settings = server_settings()
+
+bind = settings.bind
+workers = settings.workers
+# Threaded workers: a client that sends or reads slowly holds one thread of its worker,
+# not the whole worker, and the worker's timeout watches its main loop, not a request,
+# so a long export is not cut.
+worker_class = "gthread"
+threads = settings.threads
 accesslog = "-"
 timeout = 60
 

@@ -1,6 +1,7 @@
 """The agent service: a Flask app factory."""
 from __future__ import annotations
 
+from functools import cache, partial
 from typing import Any
 
 from flask import Flask
@@ -14,7 +15,7 @@ from app.routers.prometheus import bp as prometheus_bp
 from app.routers.system import bp as system_bp
 from app.services import Services
 from app.services.metrics_service import MetricsService
-from app.services.routing import load_routes
+from app.services.routing import load_routing
 from app.services.task_service import TaskService
 
 
@@ -34,7 +35,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                              window_days=app.config["METRICS_WINDOW_DAYS"])
     tasks = TaskService(
         config.tasks_path(logs_dir),
-        routes=load_routes(app.config["AGENT_ROUTING_FILE"]),
+        # Read on first use, so that commands that need no routing (``metrics show``)
+        # work with any routing file; a server checks it before it starts (app.serving).
+        routing=cache(partial(load_routing, app.config["AGENT_ROUTING_FILE"])),
         metrics=metrics,
         clock=clock,
         fsync=fsync,

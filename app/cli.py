@@ -24,15 +24,21 @@ tasks_cli = AppGroup("tasks", help="Work with the task store.")
 
 keep_days_option = click.option(
     "--keep-days", type=click.IntRange(min=0), default=DEFAULT_KEEP_DAYS, show_default=True,
-    help="Keep what is newer than this many days.",
+    help="Keep what is newer than this many days (0 needs --yes: it keeps nothing final).",
 )
+yes_option = click.option("--yes", is_flag=True, help="Confirm --keep-days 0.")
 
 
 def _services() -> Services:
     return current_app.extensions["agent"]
 
 
-def _compact(store: str, compact: Callable[[int], CompactionReport], keep_days: int) -> None:
+def _compact(
+    store: str, compact: Callable[[int], CompactionReport], keep_days: int, yes: bool
+) -> None:
+    if keep_days == 0 and not yes:
+        raise click.UsageError(f"--keep-days 0 drops every finished entry of the {store} "
+                               "store; add --yes if that is what you want.")
     try:
         report = compact(keep_days)
     except StoreUnavailable as exc:
@@ -42,16 +48,18 @@ def _compact(store: str, compact: Callable[[int], CompactionReport], keep_days: 
 
 @metrics_cli.command("compact")
 @keep_days_option
-def compact_metrics(keep_days: int) -> None:
+@yes_option
+def compact_metrics(keep_days: int, yes: bool) -> None:
     """Rewrite metrics.jsonl keeping only records newer than --keep-days days."""
-    _compact("metrics", _services().metrics.compact, keep_days)
+    _compact("metrics", _services().metrics.compact, keep_days, yes)
 
 
 @tasks_cli.command("compact")
 @keep_days_option
-def compact_tasks(keep_days: int) -> None:
+@yes_option
+def compact_tasks(keep_days: int, yes: bool) -> None:
     """Rewrite tasks.jsonl as each task's latest state, dropping old final tasks."""
-    _compact("tasks", _services().tasks.compact, keep_days)
+    _compact("tasks", _services().tasks.compact, keep_days, yes)
 
 
 def table(headers: Sequence[str], rows: list[Sequence[Any]]) -> str:

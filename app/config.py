@@ -1,11 +1,16 @@
 """Configuration read from the environment, in one place.
 
 The app factory uses :func:`from_env`; the runner, which works without an app, uses
-:func:`runner_from_env`, which builds on it so both agree on defaults.
+:func:`runner_from_env`, which builds on it so both agree on defaults. A value that
+cannot be used raises :class:`ConfigError` naming the variable; entry points turn it
+into one line on stderr with :func:`exit_on_config_error`.
 """
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +24,32 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_FSYNC": True,
     "AGENT_API_TOKEN": None,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "AGENT_ALLOWED_HOSTS": ("localhost", "127.0.0.1", "::1"),
+    "AGENT_METRICS_MAX_MODELS": 100,
 }
+ANY_HOST = "*"
+MIN_TOKEN_CHARS = 16
+
+
+class ConfigError(ValueError):
+    """A setting or a file it names cannot be used; the message says which and why."""
+
+
+@contextmanager
+def exit_on_config_error(program: str) -> Iterator[None]:
+    """Turn a :class:`ConfigError` into one line on stderr and exit status 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        print(f"{program}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _flag(text: str) -> bool:
     return text.strip().lower() not in {"0", "false", "no", "off"}
 
 
-def _whole_number(env: Any, name: str, low: int, high: int) -> int:
+def whole_number(env: Any, name: str, low: int, high: int) -> int:
     """An integer setting within [low, high]; ValueError naming the variable otherwise."""
     text = env[name]
     try:
@@ -34,8 +57,46 @@ def _whole_number(env: Any, name: str, low: int, high: int) -> int:
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {text!r}")
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, not {text!r}")
     return value
+
+
+def api_token(env: Any) -> str | None:
+    """``AGENT_API_TOKEN`` if set: at least 16 printable ASCII characters, no spaces.
+
+    Anything else could never be sent in an ``Authorization`` header as it is (a
+    non-ASCII character) or would be silently changed on the way (padding), so no client
+    could authenticate. The message never repeats the token.
+    """
+    token = env.get("AGENT_API_TOKEN") or None
+    if token is None:
+        return None
+    if not all("!" <= char <= "~" for char in token):
+        raise ConfigError("AGENT_API_TOKEN must be printable ASCII without spaces or "
+                          "other whitespace (e.g. python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))')")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"AGENT_API_TOKEN must be at least {MIN_TOKEN_CHARS} characters, "
+                          f"not {len(token)}")
+    return token
+
+
+def host_names(text: str) -> tuple[str, ...]:
+    """``AGENT_ALLOWED_HOSTS``: comma-separated host names, lower-cased, ports dropped."""
+    names = tuple(host_without_port(part.strip()) for part in text.split(",") if part.strip())
+    if not names:
+        raise ConfigError(f"AGENT_ALLOWED_HOSTS must name at least one host, not {text!r}")
+    return names
+
+
+def host_without_port(host: str) -> str:
+    """``example.com:8000`` -> ``example.com``; ``[::1]:8000`` and ``[::1]`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host
 
 
 def from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
@@ -46,15 +107,19 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
     if env.get("AGENT_LOGS_DIR"):
         config["AGENT_LOGS_DIR"] = env["AGENT_LOGS_DIR"]
     if env.get("METRICS_WINDOW_DAYS"):
-        config["METRICS_WINDOW_DAYS"] = _whole_number(env, "METRICS_WINDOW_DAYS", 1, 365)
+        config["METRICS_WINDOW_DAYS"] = whole_number(env, "METRICS_WINDOW_DAYS", 1, 365)
     if env.get("AGENT_ROUTING_FILE"):
         config["AGENT_ROUTING_FILE"] = env["AGENT_ROUTING_FILE"]
     if env.get("AGENT_FSYNC"):
         config["AGENT_FSYNC"] = _flag(env["AGENT_FSYNC"])
-    if env.get("AGENT_API_TOKEN"):
-        config["AGENT_API_TOKEN"] = env["AGENT_API_TOKEN"]
+    config["AGENT_API_TOKEN"] = api_token(env)
     if env.get("AGENT_MAX_BODY_BYTES"):
-        config["MAX_CONTENT_LENGTH"] = _whole_number(env, "AGENT_MAX_BODY_BYTES", 1, 2**31)
+        config["MAX_CONTENT_LENGTH"] = whole_number(env, "AGENT_MAX_BODY_BYTES", 1, 2**31)
+    if env.get("AGENT_ALLOWED_HOSTS"):
+        config["AGENT_ALLOWED_HOSTS"] = host_names(env["AGENT_ALLOWED_HOSTS"])
+    if env.get("AGENT_METRICS_MAX_MODELS"):
+        config["AGENT_METRICS_MAX_MODELS"] = whole_number(
+            env, "AGENT_METRICS_MAX_MODELS", 1, 10_000)
     return config
 
 
@@ -95,17 +160,17 @@ RUNNER_DEFAULTS: dict[str, Any] = {
 
 
 def runner_from_env(environ: dict[str, str] | None = None) -> RunnerSettings:
-    """The runner's settings; a bad ``AGENT_TASK_TIMEOUT`` raises ValueError."""
+    """The runner's settings; a bad value raises :class:`ConfigError`."""
     env = os.environ if environ is None else environ
     timeout = RUNNER_DEFAULTS["AGENT_TASK_TIMEOUT"]
     if env.get("AGENT_TASK_TIMEOUT"):
         try:
             timeout = positive_seconds(env["AGENT_TASK_TIMEOUT"])
         except ValueError as exc:
-            raise ValueError(f"AGENT_TASK_TIMEOUT: {exc}") from exc
+            raise ConfigError(f"AGENT_TASK_TIMEOUT: {exc}") from exc
     return RunnerSettings(
         api_base=(env.get("AGENT_API_BASE") or RUNNER_DEFAULTS["AGENT_API_BASE"]).rstrip("/"),
-        api_token=env.get("AGENT_API_TOKEN") or None,
+        api_token=api_token(env),
         task_timeout=timeout,
         logs_dir=Path(from_env(env)["AGENT_LOGS_DIR"]),
         workdir=Path(env.get("AGENT_WORKDIR") or os.getcwd()),

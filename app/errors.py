@@ -8,7 +8,8 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from app.services.task_service import IllegalTransition, TaskNotFound
+from app.services.routing import RoutingError
+from app.services.task_service import IllegalTransition, InvalidTask, TaskNotFound
 from app.storage import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ def _validation_error(exc: ValidationError) -> ResponseReturnValue:
     return error_response(422, "Invalid request.", errors=errors)
 
 
+def _invalid_task(exc: InvalidTask) -> ResponseReturnValue:
+    return error_response(422, "Invalid request.", errors={exc.field: [str(exc)]})
+
+
 def _unexpected(exc: Exception) -> ResponseReturnValue:
     if isinstance(exc, HTTPException):
         return _http_error(exc)
@@ -42,5 +47,7 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(TaskNotFound, lambda exc: error_response(404, str(exc)))
     app.register_error_handler(IllegalTransition, lambda exc: error_response(409, str(exc)))
+    app.register_error_handler(InvalidTask, _invalid_task)
     app.register_error_handler(StoreUnavailable, lambda exc: error_response(503, str(exc)))
+    app.register_error_handler(RoutingError, lambda exc: error_response(503, str(exc)))
     app.register_error_handler(Exception, _unexpected)

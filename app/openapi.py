@@ -47,11 +47,12 @@ SECURITY_SCHEME = "bearerAuth"
 RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 ERROR_MEANINGS = {
-    400: "Malformed JSON body.",
+    400: "Malformed JSON body, or a Host header not in AGENT_ALLOWED_HOSTS.",
     401: "Missing or wrong bearer token (only when AGENT_API_TOKEN is set).",
     404: "No such task.",
     409: "The task cannot go to that status.",
     413: "Request body larger than the limit.",
+    415: "A request body not sent as Content-Type: application/json.",
     422: "Invalid fields or query parameters.",
     503: "A store cannot be written (folder not writable, disk full).",
 }
@@ -94,15 +95,17 @@ def _task_links() -> dict[str, dict[str, Any]]:
 OPERATIONS: dict[str, Operation] = {
     "agent.create_task": Operation(
         "Create a task", TaskSchema, status=201, body=TaskCreateSchema,
-        errors=(400, 413, 422, 503), links=_task_links(),
+        errors=(400, 413, 415, 422, 503), links=_task_links(),
     ),
     "agent.list_tasks": Operation(
-        "List tasks, newest first", TaskListSchema, query=TaskListQuerySchema, errors=(422,),
+        "List tasks, newest first, as summaries (GET /tasks/{task_id} has the whole task)",
+        TaskListSchema, query=TaskListQuerySchema, errors=(422,),
     ),
     "agent.get_task": Operation("One task", TaskSchema, errors=(404,)),
     "agent.update_task": Operation(
         "Change a task's status (a final status records its metric)", TaskSchema,
-        body=TaskPatchSchema, errors=(400, 404, 409, 413, 422, 503), links=_task_links(),
+        body=TaskPatchSchema, errors=(400, 404, 409, 413, 415, 422, 503),
+        links=_task_links(),
     ),
     "agent.route": Operation(
         "The model and command a task type is routed to", RouteSchema,

@@ -9,7 +9,7 @@ from flask import Flask
 from app import create_app
 from app.security import OPEN_PATHS, token_matches
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"
 
 
 @pytest.fixture

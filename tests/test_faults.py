@@ -190,7 +190,8 @@ def test_compaction_in_an_unwritable_folder_changes_nothing(app, client, logs_di
     if not chattr("+i", logs_dir):
         pytest.skip("chattr +i is not supported on this filesystem")
     try:
-        result = app.test_cli_runner().invoke(args=["tasks", "compact", "--keep-days", "0"])
+        result = app.test_cli_runner().invoke(
+            args=["tasks", "compact", "--keep-days", "0", "--yes"])
     finally:
         chattr("-i", logs_dir)
     assert result.exit_code == 1 and "cannot rewrite" in result.output

@@ -98,7 +98,8 @@ def test_oversized_bodies_are_413_under_gunicorn(server) -> None:
     assert chunked.request.headers.get("Transfer-Encoding") == "chunked"
     assert chunked.status_code == 413 and chunked.json()["detail"]
 
-    head = (f"POST /api/agent/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = ("POST /api/agent/tasks HTTP/1.1\r\nHost: localhost\r\n"
+            "Content-Type: application/json\r\n"
             f"Content-Length: {len(big)}\r\nConnection: close\r\n\r\n").encode()
     lying = raw_request(server.port, head, [big[:1000]])
     assert lying.startswith(b"HTTP/1.1 413"), lying[:200]
@@ -108,7 +109,8 @@ def test_oversized_bodies_are_413_under_gunicorn(server) -> None:
         assert fine.status_code == 201
     near_limit = b'{"task_type": "impl", "direction": "' + b"x" * (ONE_MIB - 100) + b'"}'
     chunked_fine = requests.post(url, data=iter([near_limit[:ONE_MIB // 2],
-                                                 near_limit[ONE_MIB // 2:]]), timeout=60)
+                                                 near_limit[ONE_MIB // 2:]]),
+                                 headers={"Content-Type": "application/json"}, timeout=60)
     assert chunked_fine.status_code == 422  # under the body limit, over the direction cap
     assert "direction" in chunked_fine.json()["errors"]
     listed = requests.get(url, timeout=60).json()

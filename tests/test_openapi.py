@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 from app.openapi import openapi_path
 from tests.support import GunicornServer
 
-TOKEN = "fuzzing-token"
+TOKEN = "fuzzing-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]

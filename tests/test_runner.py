@@ -34,14 +34,13 @@ FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 STUBBORN = ["sh", "-c",
             '(trap "" TERM; exec sleep 600) & echo $! > "$1.tmp" && mv "$1.tmp" "$1"'
             ' && echo "child $! started"; wait',
-            "stubborn", "{direction}"]
+            "--", "{direction}"]
+FAKE_COMMAND = [sys.executable, str(FAKE_AGENT), "--model", "{model}", "--", "{direction}"]
 ROUTING = {
-    "spec": {"model": "fake/spec", "command": [sys.executable, str(FAKE_AGENT),
-                                               "{direction}", "{model}"]},
-    "review": {"model": "fake/review", "command": [sys.executable, str(FAKE_AGENT),
-                                                   "{direction}", "{model}"]},
+    "spec": {"model": "fake/spec", "command": FAKE_COMMAND},
+    "review": {"model": "fake/review", "command": FAKE_COMMAND},
     "test": {"model": "fake/stubborn", "command": STUBBORN},
-    "impl": {"model": "fake/missing", "command": ["no-such-agent-cli", "{direction}"]},
+    "impl": {"model": "fake/missing", "command": ["no-such-agent-cli", "--", "{direction}"]},
 }
 
 
@@ -88,7 +87,7 @@ def test_two_runners_run_each_task_exactly_once(api, env, logs_dir):
         assert runner.returncode == 0, stderr
         assert "WARNING" not in stderr and "ERROR" not in stderr, stderr
 
-    directions = Counter(run["argv"][0] for run in runs(env))
+    directions = Counter(run["options"]["direction"] for run in runs(env))
     assert directions == Counter(task["direction"] for task in tasks.values())
     assert {run["cwd"] for run in runs(env)} == {env["AGENT_WORKDIR"]}
 
@@ -153,7 +152,7 @@ def test_a_direction_reaches_the_program_as_one_literal_argument(api, env, tmp_p
     task = create_task(api, direction, "review")
     status, stderr = run_runner(env, "--once")
     assert status == 0, stderr
-    assert [run["argv"] for run in runs(env)] == [[direction, "fake/review"]]
+    assert [run["argv"] for run in runs(env)] == [["--model", "fake/review", "--", direction]]
     assert not marker.exists()
     assert get_task(api, task["id"])["status"] == "completed"
 
@@ -201,7 +200,7 @@ def test_without_once_it_keeps_polling(api, env):
         runner.terminate()
         _, stderr = runner.communicate(timeout=120)
     assert runner.returncode == 128 + signal.SIGTERM, stderr
-    assert [run["argv"][0] for run in runs(env)] == ["first", "second exit=1"]
+    assert [run["options"]["direction"] for run in runs(env)] == ["first", "second exit=1"]
 
 
 class ArrivingTasks(TaskApi):
@@ -245,7 +244,8 @@ def test_once_runs_every_task_pending_at_start_page_by_page(api, env, monkeypatc
         runner.drain()
     finally:
         runner.close()
-    assert [run["argv"][0] for run in runs(env)] == [task["direction"] for task in pending]
+    ran = [run["options"]["direction"] for run in runs(env)]
+    assert ran == [task["direction"] for task in pending]
     assert {get_task(api, task["id"])["status"] for task in pending} == {"completed"}
     assert len(arriving.arrived) >= 3
     assert {get_task(api, task["id"])["status"] for task in arriving.arrived} == {"pending"}
@@ -266,5 +266,5 @@ def test_polling_runs_the_oldest_tasks_first(api, env, monkeypatch):
     finally:
         runner.close()
     assert all_done()
-    ran = [run["argv"][0] for run in runs(env)]
+    ran = [run["options"]["direction"] for run in runs(env)]
     assert ran[:5] == [task["direction"] for task in pending]

@@ -147,7 +147,7 @@ def test_api_down_is_one_line_and_a_failure(logs_dir: Path):
 
 
 def test_a_refused_report_keeps_the_metric_and_names_the_task(refusing_api, logs_dir):
-    env = runner_env(refusing_api, logs_dir, AGENT_API_TOKEN="s3cret")
+    env = runner_env(refusing_api, logs_dir, AGENT_API_TOKEN="s3cret-runner-token")
     status, stderr = run_runner(env, "--once")
     assert status == 1
     log_path = logs_dir / f"task_{TASK['id']}.log"
@@ -164,7 +164,7 @@ def test_a_refused_report_keeps_the_metric_and_names_the_task(refusing_api, logs
                and r["body"]["status"] != "running"]
     assert len(reports) == 5  # the first try and four retries
     assert {r["body"]["duration_seconds"] for r in reports} == {record["duration_seconds"]}
-    assert {r["authorization"] for r in RefusingApi.requests} == {"Bearer s3cret"}
+    assert {r["authorization"] for r in RefusingApi.requests} == {"Bearer s3cret-runner-token"}
 
 
 def test_a_504_after_the_change_was_applied_is_resolved_by_reading_the_task(

@@ -10,7 +10,7 @@ import pytest
 
 from app import create_app
 from app.models.agent import STATUSES
-from app.services.routing import RoutingError
+from app.services.routing import RoutingError, load_routing
 from app.services.task_service import TRANSITIONS
 
 TASK_FIELDS = {"id", "direction", "task_type", "status", "model", "command", "context",
@@ -147,7 +147,8 @@ def test_route_lists_the_builtin_table(client) -> None:
     impl = client.get("/api/agent/route?task_type=impl").json
     assert impl == {"task_type": "impl", "model": "ollama/glm-4.7-flash:latest",
                     "tier": "local",
-                    "command_template": "claude -p {direction} --model ollama/glm-4.7-flash:latest"}
+                    "command_template":
+                        "claude -p --model ollama/glm-4.7-flash:latest -- {direction}"}
     heal = client.get("/api/agent/route?task_type=heal").json
     assert heal["model"] == "claude-3-5-haiku-20241022"
     assert client.get("/api/agent/route?task_type=x").status_code == 422
@@ -158,26 +159,48 @@ def test_routing_file_overrides_entry_by_entry(tmp_path: Path, logs_dir: Path) -
     routing = tmp_path / "routing.json"
     routing.write_text(json.dumps({
         "impl": {"model": "local/tiny", "tier": "test",
-                 "command": ["python3", "-c", "print(1)", "my arg", "{direction}"]},
+                 "command": ["python3", "-c", "print(1)", "my arg", "--", "{direction}"]},
         "heal": {"model": "other"},
     }))
     client = create_app({"AGENT_LOGS_DIR": str(logs_dir),
                          "AGENT_ROUTING_FILE": str(routing)}).test_client()
     route = client.get("/api/agent/route?task_type=impl").json
     assert route == {"task_type": "impl", "model": "local/tiny", "tier": "test",
-                     "command_template": "python3 -c 'print(1)' 'my arg' {direction}"}
+                     "command_template": "python3 -c 'print(1)' 'my arg' -- {direction}"}
     heal = client.get("/api/agent/route?task_type=heal").json
     assert heal["model"] == "other" and heal["tier"] == "cloud"
     assert client.get("/api/agent/route?task_type=spec").json["model"].startswith("ollama/")
 
 
-@pytest.mark.parametrize("content", ['{"docs": {"model": "x"}}', '{"impl": {"command": []}}',
-                                     "[1]", "{not json", '{"impl": {"model": 3}}'])
-def test_bad_routing_file_fails_at_start(tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize("content,problem", [
+    ('{"docs": {"model": "x"}}', "docs: Unknown field."),
+    ('{"impl": {"command": []}}', "impl.command: Shorter than minimum length 1."),
+    ("[1]", "_schema: Invalid input type."),
+    ("{not json", "Expecting property name"),
+    ('{"impl": {"model": 3}}', "impl.model: Not a valid string."),
+    ('{"models": ["", "x"]}', "models.0: Must not be blank."),
+    ('{"spec": {"command": ["cli", "{direction}", "--"]}}', 'entry "spec": {direction} must'),
+])
+def test_a_bad_routing_file_is_one_line_naming_the_problem(
+    tmp_path: Path, content: str, problem: str
+) -> None:
     routing = tmp_path / "routing.json"
     routing.write_text(content)
-    with pytest.raises(RoutingError):
-        create_app({"AGENT_LOGS_DIR": str(tmp_path), "AGENT_ROUTING_FILE": str(routing)})
+    with pytest.raises(RoutingError) as raised:
+        load_routing(routing)
+    message = str(raised.value)
+    assert message.startswith(f"routing file {routing}: ") and problem in message
+    assert "\n" not in message and "defaultdict" not in message
+
+
+def test_tasks_need_the_routing_file_but_metrics_do_not(tmp_path: Path) -> None:
+    routing = tmp_path / "routing.json"
+    routing.write_text('{"impl": {"command": []}}')
+    client = create_app({"AGENT_LOGS_DIR": str(tmp_path), "AGENT_FSYNC": False,
+                         "AGENT_ROUTING_FILE": str(routing)}).test_client()
+    assert client.get("/api/agent/metrics").status_code == 200
+    refused = client.post("/api/agent/tasks", json={"direction": "d", "task_type": "impl"})
+    assert refused.status_code == 503 and str(routing) in refused.json["detail"]
 
 
 @pytest.mark.parametrize("direction", ["it's \"quoted\"; rm -rf / $(whoami) `id`",
@@ -185,13 +208,43 @@ def test_bad_routing_file_fails_at_start(tmp_path: Path, content: str) -> None:
 def test_command_quotes_the_direction(client, direction) -> None:
     task = create(client, direction=direction, task_type="heal")
     argv = shlex.split(task["command"])
-    assert argv == ["claude", "-p", direction, "--model", "claude-3-5-haiku-20241022"]
+    assert argv == ["claude", "-p", "--model", "claude-3-5-haiku-20241022", "--", direction]
 
 
-def test_model_override_changes_model_and_command(client) -> None:
-    task = create(client, context={"model_override": "cursor/auto"})
+@pytest.fixture
+def routed(tmp_path: Path, logs_dir: Path):
+    """A client whose routing file lists more models, and has a CLI that takes no --."""
+    routing = tmp_path / "routing.json"
+    routing.write_text(json.dumps({
+        "models": ["cursor/auto"],
+        "review": {"model": "local/plain", "accepts_end_of_options": False,
+                   "command": ["plain-cli", "{direction}"]},
+    }))
+    return create_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False,
+                       "AGENT_ROUTING_FILE": str(routing)}).test_client()
+
+
+def test_model_override_changes_model_and_command(routed) -> None:
+    task = create(routed, context={"model_override": "cursor/auto"})
     assert task["model"] == "cursor/auto"
-    assert shlex.split(task["command"])[-1] == "cursor/auto"
+    assert shlex.split(task["command"])[3] == "cursor/auto"
+    assert create(routed, context={"model_override": "local/plain"})["model"] == "local/plain"
+
+
+@pytest.mark.parametrize("model", ["--output-file=/tmp/x", "unknown/model", "x" * 60_000])
+def test_model_override_must_be_a_model_the_routing_knows(routed, model) -> None:
+    response = routed.post("/api/agent/tasks", json={
+        "direction": "d", "task_type": "spec", "context": {"model_override": model}})
+    assert response.status_code == 422 and "context" in response.json["errors"]
+    assert routed.get("/api/agent/tasks").json["total"] == 0
+
+
+def test_a_cli_without_end_of_options_refuses_directions_that_look_like_options(routed):
+    response = routed.post("/api/agent/tasks", json={"direction": "--help me",
+                                                     "task_type": "review"})
+    assert response.status_code == 422 and "direction" in response.json["errors"]
+    task = create(routed, direction="help me", task_type="review")
+    assert shlex.split(task["command"]) == ["plain-cli", "help me"]
 
 
 @pytest.mark.parametrize("damage", [{"started_at": 5}, {"created_at": "soon"},

@@ -70,8 +70,30 @@ class TaskSchema(Schema):
     duration_seconds = fields.Float(allow_none=True)
 
 
+DIRECTION_PREVIEW_CHARS = 200
+
+
+class TaskSummarySchema(Schema):
+    """A task in a list: no ``output``, ``command`` or ``context``, and the direction's
+    beginning only, so that a list of 500 tasks stays small; ``GET /tasks/<id>`` has it
+    all."""
+
+    id = fields.String(required=True)
+    direction_preview = fields.Function(
+        lambda task: task["direction"][:DIRECTION_PREVIEW_CHARS], required=True,
+        metadata={"description": f"The first {DIRECTION_PREVIEW_CHARS} characters of "
+                                 "the direction."})
+    task_type = fields.String(required=True)
+    status = fields.String(required=True)
+    model = fields.String(required=True)
+    created_at = fields.String(required=True)
+    updated_at = fields.String(required=True)
+    started_at = fields.String(allow_none=True)
+    duration_seconds = fields.Float(allow_none=True)
+
+
 class TaskListSchema(Schema):
-    tasks = fields.List(fields.Nested(TaskSchema), required=True)
+    tasks = fields.List(fields.Nested(TaskSummarySchema), required=True)
     total = fields.Integer(required=True)
 
 
@@ -102,10 +124,17 @@ class RoutingEntrySchema(Schema):
     model = fields.String(validate=_not_blank)
     tier = fields.String(validate=_not_blank)
     command = fields.List(fields.String(), validate=validate.Length(min=1))
+    accepts_end_of_options = fields.Boolean(metadata={
+        "description": 'false for a CLI that takes no "--": {direction} may then come '
+                       'anywhere, and directions starting with "-" are refused.'})
 
 
-ROUTING_FILE = fields.Dict(
-    keys=fields.String(validate=validate.OneOf(TASK_TYPES)),
-    values=fields.Nested(RoutingEntrySchema),
+RoutingFileSchema = Schema.from_dict(
+    {
+        **{task_type: fields.Nested(RoutingEntrySchema) for task_type in TASK_TYPES},
+        "models": fields.List(fields.String(validate=_not_blank), metadata={
+            "description": "More models a task may name in context.model_override."}),
+    },
+    name="RoutingFileSchema",
 )
-"""The routing file: ``{task_type: entry}`` (a field, since its top level is a mapping)."""
+"""The routing file: an entry per task type to override, and more known models."""

@@ -13,7 +13,8 @@ REGISTRY_KEY = "prometheus_registry"
 
 @bp.record_once
 def _build_registry(state: BlueprintSetupState) -> None:
-    state.app.extensions[REGISTRY_KEY] = build_registry(state.app.extensions["agent"])
+    state.app.extensions[REGISTRY_KEY] = build_registry(
+        state.app.extensions["agent"], state.app.config["AGENT_METRICS_MAX_MODELS"])
 
 
 @bp.get("/metrics")

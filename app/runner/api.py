@@ -124,8 +124,9 @@ class TaskApi:
     def task(self, task_id: str) -> dict[str, Any]:
         return dict(self._get(f"reading task {task_id}", f"/tasks/{task_id}"))
 
-    def claim(self, task_id: str) -> bool:
-        """Move the task to ``running``. False if another runner has it (409).
+    def claim(self, task_id: str) -> dict[str, Any] | None:
+        """Move the task to ``running`` and return it whole (its ``command`` included).
+        None if another runner has it (409).
 
         A ``409`` to a claim that was sent again after an answer such as 504 may mean
         that the first attempt was applied. The task is then taken as ours if it is
@@ -137,13 +138,17 @@ class TaskApi:
         first_attempt = self.clock()
         response = self._send("PATCH", f"/tasks/{task_id}", json={"status": "running"})
         if response.status_code == 409:
-            return (earlier_attempt_reached_service(response)
-                    and self._claimed_since(task_id, first_attempt))
+            if not earlier_attempt_reached_service(response):
+                return None
+            return self._claimed_since(task_id, first_attempt)
         if response.status_code != 200:
             raise self._fail(f"claiming task {task_id}", response)
-        return True
+        try:
+            return dict(response.json())
+        except (ValueError, TypeError) as exc:
+            raise ApiError(f"claiming task {task_id}: unexpected answer") from exc
 
-    def _claimed_since(self, task_id: str, first_attempt: datetime) -> bool:
+    def _claimed_since(self, task_id: str, first_attempt: datetime) -> dict[str, Any] | None:
         task = self.task(task_id)
         started_at = task.get("started_at")
         ours = (task.get("status") == "running" and started_at is not None
@@ -152,7 +157,7 @@ class TaskApi:
                     task_id, task.get("status"), started_at,
                     "the first attempt was applied, running it" if ours
                     else "another runner has it, skipped")
-        return ours
+        return task if ours else None
 
     def report(self, task_id: str, status: str, output: str, duration_seconds: float) -> None:
         """Move the task to its final ``status``.

@@ -108,17 +108,18 @@ class Runner:
             with self._guard:
                 self._queued.discard(task["id"])
 
-    def handle(self, task: dict[str, Any]) -> None:
-        """Claim the task, run its command, record its metric, report it."""
-        task_id = task["id"]
+    def handle(self, listed: dict[str, Any]) -> None:
+        """Claim a listed task, run its command, record its metric, report it."""
+        task_id = listed["id"]
         if self.stop.is_set():
             return
         try:
-            if not self.api.claim(task_id):
-                log.debug("task %s: claimed by another runner, skipped", task_id)
-                return
+            task = self.api.claim(task_id)
         except ApiError as exc:
             log.warning("task %s not claimed: %s", task_id, exc)
+            return
+        if task is None:
+            log.debug("task %s: claimed by another runner, skipped", task_id)
             return
         log_path = task_log_path(self.logs_dir, task_id)
         log.info("started %s %s %s", task_id, task["task_type"], task["model"])

@@ -34,6 +34,11 @@ def to_micros(moment: datetime) -> int:
     return (moment - EPOCH) // ONE_MICROSECOND
 
 
+EARLIEST_US = to_micros(datetime.min.replace(tzinfo=timezone.utc))
+LATEST_US = to_micros(datetime.max.replace(tzinfo=timezone.utc))
+"""A record's ``created_at`` must be a moment that UTC can write (year 1 to 9999)."""
+
+
 def is_duration(value: Any) -> bool:
     return (
         isinstance(value, (int, float))
@@ -119,6 +124,8 @@ def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
     try:
         created_us = to_micros(parse_iso(raw.get("created_at")))
     except (TypeError, ValueError):
+        return None
+    if not EARLIEST_US <= created_us <= LATEST_US:
         return None
     return MetricRecord(
         task_id, task_type, model, status == "completed", round(duration * 1e6), created_us

@@ -27,6 +27,9 @@ SLOTS = len(BOUNDS_US) + 1
 """One slot per bound (durations up to it) and a last one for longer durations."""
 
 Labels = tuple[str, str, str]
+OTHER = "other"
+"""The label value that stands for the task types and models a scrape leaves out."""
+MAX_LABEL_CHARS = 200
 
 
 @dataclass
@@ -107,6 +110,29 @@ class DurationHistogram:
     model: str
     cumulative_counts: list[int]
     sum_seconds: float
+
+
+def with_bounded_labels(totals: Totals, task_types: tuple[str, ...], max_models: int) -> Totals:
+    """The totals with labels a scrape can carry: at most ``max_models`` distinct models.
+
+    The stores may hold any string as a model or task type (written by hand, imported).
+    When there are more than ``max_models`` models, the ``max_models - 1`` most frequent
+    (ties by name) keep their own labels and the rest are summed under ``other``; a model
+    longer than ``MAX_LABEL_CHARS`` always is, and so is a task type not in ``task_types``.
+    """
+    per_model: dict[str, int] = {}
+    for (_, model, _), entry in totals.entries.items():
+        per_model[model] = per_model.get(model, 0) + entry[0]
+    short = sorted((model for model in per_model if len(model) <= MAX_LABEL_CHARS),
+                   key=lambda model: (-per_model[model], model))
+    kept = set(short if len(per_model) <= max_models else short[:max_models - 1])
+    bounded = Totals()
+    for (task_type, model, status), entry in totals.entries.items():
+        labels = (task_type if task_type in task_types else OTHER,
+                  model if model in kept else OTHER, status)
+        mine = bounded._entry(labels)
+        mine[:] = [a + b for a, b in zip(mine, entry)]
+    return bounded
 
 
 def finished_counts(totals: Totals) -> dict[Labels, int]:

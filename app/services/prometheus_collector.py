@@ -3,7 +3,8 @@
 Nothing is counted in process memory: every scrape reads the metric and task stores
 (and the totals compaction carried over), so each gunicorn worker answers the same, a
 restart loses nothing and a compaction lowers no counter. Label sets are
-emitted in sorted order so equal stores give byte-identical output.
+emitted in sorted order so equal stores give byte-identical output, and their number is
+bounded (see :func:`with_bounded_labels`) whatever the stores hold.
 """
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from app.models.agent import TASK_TYPES
 from app.models.metrics import QUEUE_STATUSES
 from app.services import Services
 from app.services.metric_totals import (
     DURATION_BOUNDS_SECONDS,
     duration_histograms,
     finished_counts,
+    with_bounded_labels,
 )
 
 
@@ -32,11 +35,13 @@ def _bound_label(bound: float) -> str:
 
 
 class AgentCollector(Collector):
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, max_models: int) -> None:
         self.services = services
+        self.max_models = max_models
 
     def collect(self) -> Iterator[Metric]:
-        totals = self.services.metrics.totals()
+        totals = with_bounded_labels(self.services.metrics.totals(), TASK_TYPES,
+                                     self.max_models)
         counts, histograms = finished_counts(totals), duration_histograms(totals)
         finished = CounterMetricFamily(
             "agent_tasks_finished",
@@ -72,8 +77,8 @@ class AgentCollector(Collector):
         yield queue
 
 
-def build_registry(services: Services) -> CollectorRegistry:
+def build_registry(services: Services, max_models: int) -> CollectorRegistry:
     """A registry of its own per app, so apps (and tests) never share collectors."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(services))
+    registry.register(AgentCollector(services, max_models))
     return registry

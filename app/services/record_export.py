@@ -62,12 +62,24 @@ def _jsonl_lines(records: Iterable[MetricRecord]) -> Iterator[bytes]:
         yield orjson.dumps(as_stored(record)) + b"\n"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula."""
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would take for a formula gets a leading ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
+
+
 def _csv_lines(records: Iterable[MetricRecord]) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\r\n")
     writer.writeheader()
     for record in records:
-        writer.writerow(as_stored(record))
+        writer.writerow({name: spreadsheet_safe(value)
+                         for name, value in as_stored(record).items()})
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()

@@ -4,22 +4,31 @@ A built-in table, overridable entry by entry (and field by field) from a JSON ro
 file. A command is an argv list; the elements ``{direction}`` and ``{model}`` stand for
 the task's direction and model. Commands are rendered with POSIX shell quoting, so a
 direction holding quotes, ``;`` or ``$(...)`` never becomes shell syntax.
+
+A direction is whatever the person who created the task wrote, so it must never be read
+as an option by the routed program (``--output-file=/tmp/x``): ``{direction}`` has to
+come after an end-of-options ``--`` element, unless an entry says that its CLI takes no
+``--`` (``"accepts_end_of_options": false``); then a direction starting with ``-`` is
+refused when the task is created.
 """
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from marshmallow import ValidationError
 
-from app.models.agent import ROUTING_FILE, TASK_TYPES
+from app.config import ConfigError
+from app.models.agent import RoutingFileSchema, TASK_TYPES
 
 DIRECTION = "{direction}"
 MODEL = "{model}"
-CLAUDE_COMMAND = ("claude", "-p", DIRECTION, "--model", MODEL)
+END_OF_OPTIONS = "--"
+CLAUDE_COMMAND = ("claude", "-p", "--model", MODEL, END_OF_OPTIONS, DIRECTION)
 LOCAL_MODEL = "ollama/glm-4.7-flash:latest"
 CLOUD_MODEL = "claude-3-5-haiku-20241022"
 
@@ -30,6 +39,7 @@ class Route:
     model: str
     tier: str
     command: tuple[str, ...]
+    accepts_end_of_options: bool = True
 
     def argv(self, direction: str, model: str | None = None) -> list[str]:
         values = {DIRECTION: direction, MODEL: model or self.model}
@@ -45,6 +55,35 @@ class Route:
             part if part == DIRECTION else shlex.quote(part) for part in self.argv(DIRECTION)
         )
 
+    def direction_is_safe(self, direction: str) -> bool:
+        """Whether the routed program cannot take ``direction`` for an option."""
+        return self.accepts_end_of_options or not direction.startswith("-")
+
+    def problem(self) -> str | None:
+        """What makes this route unsafe to run, if anything."""
+        if not self.accepts_end_of_options or DIRECTION not in self.command:
+            return None
+        if END_OF_OPTIONS in self.command[:self.command.index(DIRECTION)]:
+            return None
+        return (f'{DIRECTION} must come after a "{END_OF_OPTIONS}" element (end of options) '
+                'so that a direction is never taken for an option; for a CLI that takes no '
+                f'"{END_OF_OPTIONS}", set "accepts_end_of_options": false')
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The routes by task type, and every model a task may be given."""
+
+    routes: Mapping[str, Route]
+    extra_models: frozenset[str] = frozenset()
+
+    def route(self, task_type: str) -> Route:
+        return self.routes[task_type]
+
+    @property
+    def models(self) -> frozenset[str]:
+        return frozenset(route.model for route in self.routes.values()) | self.extra_models
+
 
 BUILTIN_ROUTES = {
     task_type: Route(task_type, LOCAL_MODEL, "local", CLAUDE_COMMAND)
@@ -52,23 +91,44 @@ BUILTIN_ROUTES = {
 } | {"heal": Route("heal", CLOUD_MODEL, "cloud", CLAUDE_COMMAND)}
 
 
-class RoutingError(ValueError):
+class RoutingError(ConfigError):
     """The routing file cannot be used."""
 
 
-def load_routes(path: str | Path | None) -> dict[str, Route]:
-    """The built-in table with the routing file's entries laid over it."""
-    routes = dict(BUILTIN_ROUTES)
+def _flatten(messages: Any, where: str = "") -> list[str]:
+    """marshmallow's nested messages as ``field.subfield: message`` lines."""
+    if isinstance(messages, dict):
+        return [line for key, value in messages.items()
+                for line in _flatten(value, f"{where}.{key}" if where else str(key))]
+    if isinstance(messages, list) and all(isinstance(item, str) for item in messages):
+        return [f"{where or 'file'}: {' '.join(messages)}"]
+    return [f"{where or 'file'}: {messages}"]
+
+
+def load_routing(path: str | Path | None) -> Routing:
+    """The built-in table with the routing file's entries laid over it.
+
+    Raises :class:`RoutingError` with a one-line message naming the file and the entry.
+    """
     if not path:
-        return routes
+        return Routing(BUILTIN_ROUTES)
     try:
-        overrides: dict[str, dict[str, Any]] = ROUTING_FILE.deserialize(
-            json.loads(Path(path).read_text())
-        )
-    except (OSError, ValueError, ValidationError) as exc:
+        loaded: dict[str, Any] = RoutingFileSchema().load(json.loads(Path(path).read_text()))
+    except OSError as exc:
+        raise RoutingError(f"routing file {path}: {exc.strerror or exc}") from exc
+    except ValidationError as exc:
+        raise RoutingError(f"routing file {path}: {'; '.join(_flatten(exc.messages))}") from exc
+    except ValueError as exc:  # not JSON
         raise RoutingError(f"routing file {path}: {exc}") from exc
-    for task_type, entry in overrides.items():
+    routes = dict(BUILTIN_ROUTES)
+    for task_type in TASK_TYPES:
+        entry = loaded.get(task_type)
+        if entry is None:
+            continue
         if "command" in entry:
             entry["command"] = tuple(entry["command"])
-        routes[task_type] = replace(routes[task_type], **entry)
-    return routes
+        routes[task_type] = route = replace(routes[task_type], **entry)
+        problem = route.problem()
+        if problem:
+            raise RoutingError(f'routing file {path}: entry "{task_type}": {problem}')
+    return Routing(routes, frozenset(loaded.get("models", ())))

@@ -1,26 +1,32 @@
 """Task lifecycle: create, list, get, and status transitions.
 
-Task state lives in the task log (one line per state change, the whole task each time),
-never only in process memory, so every worker and every process sees the same tasks.
-Each process replays what was appended since its last read. A transition is read,
-checked and written under the log's lock, which is what stops two runners from
+Task state lives in the task log, never only in process memory, so every worker and
+every process sees the same tasks. A task's first line holds the whole task; each state
+change appends a line with the task's id and only the fields that changed, laid over
+what came before (lines of earlier versions, which repeat the whole task, read the
+same). So a stored task costs about its direction and context once, whatever its
+history. Each process replays what was appended since its last read. A transition is
+read, checked and written under the log's lock, which is what stops two runners from
 claiming the same task.
+
+A task's ``command`` is not stored: it is rendered from the routing when a task is
+read, so a stored direction is never repeated in shell-quoted form.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from app.clock import Clock, isoformat, parse_iso, utc_now
-from app.models.agent import MAX_DURATION_SECONDS
+from app.models.agent import MAX_DURATION_SECONDS, TASK_TYPES
 from app.models.metrics import FINAL_STATUSES
 from app.services.metrics_service import MetricsService
 from app.services.retention import CompactionReport, compact, cutoff
-from app.services.routing import Route
+from app.services.routing import Route, Routing
 from app.storage import JsonlLog
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -35,8 +41,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 log = logging.getLogger(__name__)
 
 
-TEXT_FIELDS = ("id", "direction", "task_type", "model", "command")
+TEXT_FIELDS = ("id", "direction", "task_type", "model")
 TIME_FIELDS = ("created_at", "updated_at")
+UNSTORED_FIELDS = ("command",)
+"""Fields that lines of earlier versions stored and that are now derived when read."""
 
 
 def _is_time(value: Any) -> bool:
@@ -53,6 +61,7 @@ def is_task_state(state: dict[str, Any]) -> bool:
     metric records rely on)."""
     return (
         state.get("status") in TRANSITIONS
+        and state.get("task_type") in TASK_TYPES
         and all(isinstance(state.get(name), str) and state[name] for name in TEXT_FIELDS)
         and all(_is_time(state.get(name)) for name in TIME_FIELDS)
         and (state.get("started_at") is None or _is_time(state["started_at"]))
@@ -60,8 +69,29 @@ def is_task_state(state: dict[str, Any]) -> bool:
     )
 
 
+def merged_state(
+    latest: dict[str, dict[str, Any]], line: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The task state a stored line leaves: the line laid over the task's state so far.
+    None if the result is not a usable task state (the line is then skipped)."""
+    task_id = line.get("id")
+    previous = latest.get(task_id) if isinstance(task_id, str) else None
+    state = {**previous, **line} if previous is not None else dict(line)
+    for name in UNSTORED_FIELDS:
+        state.pop(name, None)
+    return state if is_task_state(state) else None
+
+
 class TaskNotFound(LookupError):
     pass
+
+
+class InvalidTask(ValueError):
+    """A task that routing cannot run safely; ``field`` names the request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class IllegalTransition(ValueError):
@@ -73,13 +103,13 @@ class TaskService:
         self,
         path: str | Path,
         *,
-        routes: dict[str, Route],
+        routing: Callable[[], Routing],
         metrics: MetricsService,
         clock: Clock = utc_now,
         fsync: bool = True,
     ) -> None:
         self.log = JsonlLog(path, fsync=fsync)
-        self.routes = routes
+        self._routing = routing
         self.metrics = metrics
         self.clock = clock
         self._reader = self.log.reader()
@@ -97,8 +127,9 @@ class TaskService:
             for batch in self._reader.poll():
                 if batch.reset:
                     self._tasks = {}
-                for _, state in batch.records:
-                    if is_task_state(state):
+                for _, line in batch.records:
+                    state = merged_state(self._tasks, line)
+                    if state is not None:
                         self._tasks[state["id"]] = state
 
     def compact(self, keep_days: int) -> CompactionReport:
@@ -114,8 +145,9 @@ class TaskService:
             lines: Iterator[dict[str, Any]], report: CompactionReport
         ) -> Iterator[dict[str, Any]]:
             latest: dict[str, dict[str, Any]] = {}
-            for state in lines:
-                if not is_task_state(state):
+            for line in lines:
+                state = merged_state(latest, line)
+                if state is None:
                     report.invalid += 1
                     continue
                 report.superseded += state["id"] in latest
@@ -139,11 +171,26 @@ class TaskService:
         return compact(self.log, keep)
 
     def route(self, task_type: str) -> Route:
-        return self.routes[task_type]
+        """The route of a task type (the routing file is read on first use)."""
+        return self._routing().route(task_type)
+
+    def _with_command(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The task as the API shows it: its state and the command routing renders."""
+        command = self.route(state["task_type"]).command_for(state["direction"], state["model"])
+        return {**state, "command": command}
 
     def create(self, direction: str, task_type: str, context: dict[str, Any]) -> dict[str, Any]:
-        route = self.route(task_type)
+        """A new pending task. A ``model_override`` must be a model the routing knows;
+        a direction the routed program could take for an option is refused."""
+        routing = self._routing()
+        route = routing.route(task_type)
         model = context.get("model_override") or route.model
+        if model not in routing.models:
+            raise InvalidTask("context", f"model_override {model[:200]!r} is not a model the "
+                              "routing knows; add it to the routing file's \"models\".")
+        if not route.direction_is_safe(direction):
+            raise InvalidTask("direction", f"The command of {task_type} tasks cannot take a "
+                              "direction starting with '-'.")
         now = isoformat(self.clock())
         task = {
             "id": uuid.uuid4().hex,
@@ -151,7 +198,6 @@ class TaskService:
             "task_type": task_type,
             "status": "pending",
             "model": model,
-            "command": route.command_for(direction, model),
             "context": context,
             "output": None,
             "created_at": now,
@@ -160,15 +206,18 @@ class TaskService:
             "duration_seconds": None,
         }
         self.log.append([task])
-        return task
+        return self._with_command(task)
 
-    def get(self, task_id: str) -> dict[str, Any]:
+    def _state(self, task_id: str) -> dict[str, Any]:
         with self._guard:
             self.refresh()
             task = self._tasks.get(task_id)
         if task is None:
             raise TaskNotFound(f"Task {task_id} not found.")
         return task
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        return self._with_command(self._state(task_id))
 
     def list_tasks(
         self,
@@ -177,8 +226,8 @@ class TaskService:
         limit: int = 20,
         order: str = "newest",
     ) -> tuple[list[dict[str, Any]], int]:
-        """Matching tasks, newest (or oldest) first, at most ``limit``; and how many
-        matched."""
+        """Matching task states (no ``command``), newest (or oldest) first, at most
+        ``limit``; and how many matched."""
         with self._guard:
             self.refresh()
             matches = [
@@ -207,27 +256,27 @@ class TaskService:
     ) -> dict[str, Any]:
         """Move a task to ``status``; a final status also records its metric."""
         with self._guard, self.log.locked():
-            task = dict(self.get(task_id))
+            task = self._state(task_id)
             if status not in TRANSITIONS[task["status"]]:
                 raise IllegalTransition(
                     f"Task {task_id} cannot go from {task['status']} to {status}."
                 )
             moment = self.clock()
-            task["status"] = status
-            task["updated_at"] = isoformat(moment)
+            change: dict[str, Any] = {"id": task_id, "status": status,
+                                      "updated_at": isoformat(moment)}
             if output is not None:
-                task["output"] = output
+                change["output"] = output
             if status == "running" and task.get("started_at") is None:
-                task["started_at"] = task["updated_at"]
+                change["started_at"] = change["updated_at"]
             if status in FINAL_STATUSES:
                 if duration_seconds is None:
                     began = parse_iso(task.get("started_at") or task["created_at"])
                     elapsed = (moment - began).total_seconds()
                     duration_seconds = min(max(elapsed, 0.0), MAX_DURATION_SECONDS)
-                task["duration_seconds"] = duration_seconds
+                change["duration_seconds"] = duration_seconds
                 self.metrics.record_task(
                     task_id, task["task_type"], task["model"], duration_seconds, status
                 )
-            self.log.append([task])
+            self.log.append([change])
             self.refresh()
-        return task
+        return self._with_command({**task, **change})

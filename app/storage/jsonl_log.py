@@ -17,6 +17,7 @@ it over the log, under the lock; readers notice the new inode and start over.
 from __future__ import annotations
 
 import fcntl
+import glob
 import logging
 import os
 import tempfile
@@ -209,7 +210,8 @@ class JsonlLog:
         ``keep`` gets every parseable record in file order and yields those to keep. They
         go to a temporary file in the same folder, which is fsynced and renamed over the
         log; then the folder is fsynced so the rename itself is durable. Appends wait for
-        the lock meanwhile, so none is lost; a failure leaves the log as it was. A last
+        the lock meanwhile, so none is lost; a failure leaves the log as it was, and
+        temporary files of a rewrite killed halfway are removed by the next one. A last
         line without its newline is taken like any other (no append is under way while
         the lock is held). Returns how many lines were left out because they did not
         parse.
@@ -235,6 +237,7 @@ class JsonlLog:
                     unreadable += 1
 
         with self.locked():
+            self._remove_leftovers()
             reader = self.reader()
             temporary = None
             try:
@@ -260,6 +263,13 @@ class JsonlLog:
                 if temporary is not None:
                     _remove_quietly(temporary)
         return unreadable
+
+    def _remove_leftovers(self) -> None:
+        """Remove temporary files of rewrites that were killed before their rename (only
+        a rewrite writes them, under the lock this one holds)."""
+        for leftover in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+            log.warning("removing %s, left by a compaction that did not finish", leftover)
+            _remove_quietly(str(leftover))
 
     def _write_carried(self, store: list[int], carry: Callable[[Any], Any]) -> None:
         previous = self.carried()

@@ -8,10 +8,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import requests
 
 from app.services import record_export
 from tests import reference
 from tests.seed import spread_records, write_store
+from tests.support import GunicornServer
 
 
 @pytest.fixture
@@ -150,3 +152,46 @@ def test_export_streams_in_chunks(client, logs_dir, clock, monkeypatch) -> None:
     assert len(chunks) > 10
     assert all(chunk.endswith(b"\r\n") for chunk in chunks)
     assert len(b"".join(chunks).decode().splitlines()) == 501
+
+
+HOSTILE_CELLS = ["=cmd|' /C calc'!A0", "+HYPERLINK(\"http://x\")", "@SUM(1+1)*cmd|' /C calc'!A0",
+                 "-2+3", "\tTAB", "\rCR", "plain", "mid=dle"]
+
+
+def test_csv_export_neutralises_formulas_through_gunicorn(logs_dir, clock) -> None:
+    records = [{"task_id": cell, "task_type": "impl", "model": cell, "duration_seconds": 1,
+                "status": "completed", "created_at": clock().isoformat()}
+               for cell in HOSTILE_CELLS]
+    write_store(logs_dir / "metrics.jsonl", records, noise=False)
+    server = GunicornServer(logs_dir).start()
+    try:
+        exported = requests.get(f"{server.base_url}/api/agent/metrics/records?format=csv",
+                                timeout=30)
+        as_jsonl = requests.get(f"{server.base_url}/api/agent/metrics/records", timeout=30)
+    finally:
+        server.stop()
+    rows = list(csv.DictReader(io.StringIO(exported.text, newline="")))
+    expected = [f"'{cell}" if cell[0] in "=+-@\t\r" else cell for cell in HOSTILE_CELLS]
+    assert [row["task_id"] for row in rows] == expected
+    assert [row["model"] for row in rows] == expected
+    # JSON Lines is data, not a spreadsheet: it keeps the values as they are.
+    assert [json.loads(line)["task_id"] for line in as_jsonl.text.splitlines()] == HOSTILE_CELLS
+
+
+def test_a_created_at_out_of_range_is_skipped_and_the_export_is_whole(logs_dir, clock) -> None:
+    good = spread_records(clock(), 3000, days=3)
+    strange = [{**good[0], "task_id": f"far-{n}", "created_at": stamp} for n, stamp in enumerate(
+        ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])]
+    write_store(logs_dir / "metrics.jsonl", good[:1500] + strange + good[1500:], noise=False)
+    server = GunicornServer(logs_dir).start()
+    try:
+        exports = {fmt: requests.get(
+            f"{server.base_url}/api/agent/metrics/records?format={fmt}", timeout=30)
+            for fmt in ("jsonl", "csv")}
+        aggregates = requests.get(f"{server.base_url}/api/agent/metrics?window_days=365",
+                                  timeout=30).json()
+    finally:
+        server.stop()
+    assert len(exports["jsonl"].text.splitlines()) == len(good)
+    assert len(exports["csv"].text.splitlines()) == len(good) + 1
+    assert aggregates["success_rate"]["total"] == len(good)

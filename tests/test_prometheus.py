@@ -129,3 +129,41 @@ def test_every_gunicorn_worker_gives_the_same_scrape(logs_dir, clock) -> None:
     access = server.log_path.read_text()
     pids = set(re.findall(r"^<(\d+)> GET /metrics 200", access, re.M))
     assert len(pids) >= 2, "the scrapes should have reached more than one worker"
+
+
+def test_label_values_are_bounded_whatever_the_store_holds(logs_dir, clock) -> None:
+    """20,000 distinct short models and some 60 kB ones, written into the store by hand:
+    the scrape keeps AGENT_METRICS_MAX_MODELS model values and counts everything."""
+    now = clock()
+    records = [{"task_id": f"short-{n}", "task_type": "impl", "model": f"model-{n}",
+                "duration_seconds": 1.0, "status": "completed",
+                "created_at": now.isoformat()} for n in range(20_000)]
+    records += [{"task_id": f"popular-{n}", "task_type": "spec", "model": "popular",
+                 "duration_seconds": 2.0, "status": "failed",
+                 "created_at": now.isoformat()} for n in range(50)]
+    records += [{"task_id": f"long-{n}", "task_type": "x" * 300, "model": "L" * 60_000 + str(n),
+                 "duration_seconds": 3.0, "status": "completed",
+                 "created_at": now.isoformat()} for n in range(200)]
+    write_store(logs_dir / "metrics.jsonl", records, noise=False)
+    server = GunicornServer(logs_dir, env={"AGENT_METRICS_MAX_MODELS": "10"}).start()
+    try:
+        scrape = requests.get(f"{server.base_url}/metrics", timeout=60)
+    finally:
+        server.stop()
+    assert scrape.status_code == 200 and len(scrape.content) < 100_000
+    parsed = families(scrape.text)
+    counted = samples(parsed["agent_tasks_finished"], "agent_tasks_finished_total")
+    models = {dict(labels)["model"] for labels in counted}
+    assert len(models) == 10 and {"popular", "other"} <= models
+    assert sum(counted.values()) == len(records)
+    assert counted[(("model", "popular"), ("status", "failed"), ("task_type", "spec"))] == 50
+    everything = [value for family in parsed.values() for sample in family.samples
+                  for value in sample.labels.values()]
+    assert max(map(len, everything)) <= 200
+    assert {dict(labels)["task_type"] for labels in counted} == {"impl", "spec", "other"}
+
+
+def test_few_models_keep_their_labels(client, seeded) -> None:
+    counted = samples(families(client.get("/metrics").text)["agent_tasks_finished"],
+                      "agent_tasks_finished_total")
+    assert "other" not in {dict(labels)["model"] for labels in counted}

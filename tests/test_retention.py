@@ -237,3 +237,20 @@ def test_carried_totals_match_the_file_a_reader_follows(tmp_path: Path) -> None:
     companion = json.loads(log.carried_path.read_text())
     log.carried_path.write_text(json.dumps({**companion, "store": [0, 0]}))
     assert log.carried() == "first"  # written for a file that never took the store's place
+
+
+def test_the_next_compaction_removes_what_a_killed_one_left(logs_dir: Path) -> None:
+    """A compaction killed between writing its temporary file and the rename leaves the
+    file behind; the next one (of that store) removes it, and nothing else."""
+    now = datetime.now(timezone.utc)
+    write_lines(logs_dir / "metrics.jsonl", [metric("kept", days_ago(now, 1))])
+    leftovers = [logs_dir / ".metrics.jsonl.k2j4h1.tmp",
+                 logs_dir / ".metrics.jsonl.carried.json.tmp"]
+    unrelated = [logs_dir / ".tasks.jsonl.a1b2c3.tmp", logs_dir / "metrics.jsonl.tmp"]
+    for path in leftovers + unrelated:
+        path.write_text('{"task_id": "half-written')
+    done = flask_cli(logs_dir, "metrics", "compact", "--keep-days", "30")
+    assert done.returncode == 0, done.stderr
+    assert not any(path.exists() for path in leftovers)
+    assert all(path.exists() for path in unrelated)
+    assert [r["task_id"] for r in stored(logs_dir / "metrics.jsonl")] == ["kept"]

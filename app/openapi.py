@@ -69,8 +69,8 @@ class Operation:
 
     ``response`` is a schema for JSON; for other media types leave it None and set
     ``media_types`` (e.g. ``("text/plain",)``). ``errors`` are the status codes it may answer
-    besides ``status``, each with an :class:`ErrorSchema` body (401 is added unless
-    ``public``). ``links`` are OpenAPI links from the success response.
+    besides ``status``, each with an :class:`ErrorSchema` body (400, for a Host not
+    allowed, is added to every operation, and 401 unless ``public``). ``links`` are OpenAPI links from the success response.
     """
 
     summary: str
@@ -155,7 +155,7 @@ def _describe(endpoint: str, operation: Operation, rule: Rule) -> dict[str, Any]
     }
     if operation.links:
         success["links"] = operation.links
-    errors = set(operation.errors) | (set() if operation.public else {401})
+    errors = set(operation.errors) | {400} | (set() if operation.public else {401})
     responses: dict[str, Any] = {str(operation.status): success}
     for status in sorted(errors):
         responses[str(status)] = {

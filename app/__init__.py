@@ -41,6 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         metrics=metrics,
         clock=clock,
         fsync=fsync,
+        max_attempts=app.config["AGENT_MAX_ATTEMPTS"],
     )
     app.extensions["agent"] = Services(tasks=tasks, metrics=metrics)
 

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "AGENT_ALLOWED_HOSTS": ("localhost", "127.0.0.1", "::1"),
     "AGENT_METRICS_MAX_MODELS": 100,
+    "AGENT_MAX_ATTEMPTS": 3,
 }
 ANY_HOST = "*"
 MIN_TOKEN_CHARS = 16
@@ -120,6 +121,8 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
     if env.get("AGENT_METRICS_MAX_MODELS"):
         config["AGENT_METRICS_MAX_MODELS"] = whole_number(
             env, "AGENT_METRICS_MAX_MODELS", 1, 10_000)
+    if env.get("AGENT_MAX_ATTEMPTS"):
+        config["AGENT_MAX_ATTEMPTS"] = whole_number(env, "AGENT_MAX_ATTEMPTS", 1, 100)
     return config
 
 

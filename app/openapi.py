@@ -20,6 +20,7 @@ from werkzeug.routing import Rule
 from app.models.agent import (
     RouteQuerySchema,
     RouteSchema,
+    TaskClaimSchema,
     TaskCreateSchema,
     TaskListQuerySchema,
     TaskListSchema,
@@ -70,7 +71,9 @@ class Operation:
     ``response`` is a schema for JSON; for other media types leave it None and set
     ``media_types`` (e.g. ``("text/plain",)``). ``errors`` are the status codes it may answer
     besides ``status``, each with an :class:`ErrorSchema` body (400, for a Host not
-    allowed, is added to every operation, and 401 unless ``public``). ``links`` are OpenAPI links from the success response.
+    allowed, is added to every operation, and 401 unless ``public``). ``empty`` are other
+    successful answers without a body. ``links`` are OpenAPI links from the success
+    response.
     """
 
     summary: str
@@ -80,6 +83,7 @@ class Operation:
     query: type[Schema] | None = None
     body: type[Schema] | None = None
     errors: tuple[int, ...] = ()
+    empty: dict[int, str] = field(default_factory=dict)
     public: bool = False
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -100,6 +104,11 @@ OPERATIONS: dict[str, Operation] = {
     "agent.list_tasks": Operation(
         "List tasks, newest first, as summaries (GET /tasks/{task_id} has the whole task)",
         TaskListSchema, query=TaskListQuerySchema, errors=(422,),
+    ),
+    "agent.claim_task": Operation(
+        "Claim the oldest pending task under a lease (204 when none is pending)", TaskSchema,
+        body=TaskClaimSchema, errors=(413, 415, 422, 503), empty={204: "No task is pending."},
+        links=_task_links(),
     ),
     "agent.get_task": Operation("One task", TaskSchema, errors=(404,)),
     "agent.update_task": Operation(
@@ -157,6 +166,8 @@ def _describe(endpoint: str, operation: Operation, rule: Rule) -> dict[str, Any]
         success["links"] = operation.links
     errors = set(operation.errors) | {400} | (set() if operation.public else {401})
     responses: dict[str, Any] = {str(operation.status): success}
+    responses.update({str(status): {"description": meaning}
+                      for status, meaning in operation.empty.items()})
     for status in sorted(errors):
         responses[str(status)] = {
             "description": ERROR_MEANINGS[status],

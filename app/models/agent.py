@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 
 MAX_DIRECTION_CHARS = 64 * 1024
@@ -47,12 +47,37 @@ class TaskCreateSchema(Schema):
             raise ValidationError(f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON.")
 
 
+RUNNER_ID = fields.String(validate=[_not_blank, validate.Length(max=200)], metadata={
+    "description": "Who claims: a runner names itself (host, pid and a random part)."})
+MIN_LEASE_SECONDS, MAX_LEASE_SECONDS, DEFAULT_LEASE_SECONDS = 5, 3600, 300
+
+
 class TaskPatchSchema(Schema):
-    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    """A status change, or a heartbeat of the runner holding the task (``runner_id``
+    without ``status``)."""
+
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    runner_id = RUNNER_ID
     output = fields.String(allow_none=True, validate=validate.Length(max=MAX_OUTPUT_CHARS))
     duration_seconds = fields.Float(
         validate=validate.Range(min=0, max=MAX_DURATION_SECONDS), allow_nan=False
     )
+
+    @validates_schema
+    def _says_something(self, data: dict[str, Any], **_: Any) -> None:
+        if "status" not in data and "runner_id" not in data:
+            raise ValidationError("Give a status, or a runner_id for a heartbeat.", "status")
+
+
+class TaskClaimSchema(Schema):
+    runner_id = fields.String(required=True, validate=[_not_blank, validate.Length(max=200)],
+                              metadata=RUNNER_ID.metadata)
+    task_types = fields.List(fields.String(validate=validate.OneOf(TASK_TYPES)), metadata={
+        "description": "Claim only tasks of these types (default: any)."})
+    lease_seconds = fields.Integer(
+        load_default=DEFAULT_LEASE_SECONDS,
+        validate=validate.Range(min=MIN_LEASE_SECONDS, max=MAX_LEASE_SECONDS),
+        metadata={"description": "How long the claim holds without a heartbeat."})
 
 
 class TaskSchema(Schema):
@@ -68,6 +93,9 @@ class TaskSchema(Schema):
     updated_at = fields.String(required=True)
     started_at = fields.String(allow_none=True)
     duration_seconds = fields.Float(allow_none=True)
+    runner_id = fields.String(allow_none=True, dump_default=None)
+    lease_expires_at = fields.String(allow_none=True, dump_default=None)
+    attempts = fields.Integer(dump_default=0)
 
 
 DIRECTION_PREVIEW_CHARS = 200

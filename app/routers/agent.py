@@ -6,6 +6,7 @@ from flask.typing import ResponseReturnValue
 
 from app.models.agent import (
     RouteQuerySchema,
+    TaskClaimSchema,
     RouteSchema,
     TaskCreateSchema,
     TaskListQuerySchema,
@@ -38,6 +39,13 @@ def list_tasks() -> ResponseReturnValue:
     query = TaskListQuerySchema().load(request.args)
     tasks, total = services().tasks.list_tasks(**query)
     return TaskListSchema().dump({"tasks": tasks, "total": total})
+
+
+@bp.post("/tasks/claim")
+def claim_task() -> ResponseReturnValue:
+    fields = TaskClaimSchema().load(json_body())
+    task = services().tasks.claim(**fields)
+    return ("", 204) if task is None else TaskSchema().dump(task)
 
 
 @bp.get("/tasks/<task_id>")

@@ -18,15 +18,24 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from app.clock import Clock, isoformat, parse_iso, utc_now
-from app.models.agent import MAX_DURATION_SECONDS, TASK_TYPES
+from app.models.agent import TASK_TYPES
 from app.models.metrics import FINAL_STATUSES
 from app.services.metrics_service import MetricsService
 from app.services.retention import CompactionReport, compact, cutoff
 from app.services.routing import Route, Routing
+from app.services.task_leases import (
+    DEFAULT_LEASE_SECONDS,
+    elapsed_seconds,
+    expiry,
+    holder,
+    lease,
+    lease_expired,
+)
 from app.storage import JsonlLog
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -107,9 +116,11 @@ class TaskService:
         metrics: MetricsService,
         clock: Clock = utc_now,
         fsync: bool = True,
+        max_attempts: int = 3,
     ) -> None:
         self.log = JsonlLog(path, fsync=fsync)
         self._routing = routing
+        self.max_attempts = max_attempts
         self.metrics = metrics
         self.clock = clock
         self._reader = self.log.reader()
@@ -204,13 +215,44 @@ class TaskService:
             "updated_at": now,
             "started_at": None,
             "duration_seconds": None,
+            "runner_id": None,
+            "lease_expires_at": None,
+            "attempts": 0,
         }
         self.log.append([task])
         return self._with_command(task)
 
-    def _state(self, task_id: str) -> dict[str, Any]:
+    def _due(self, task_id: str | None) -> list[dict[str, Any]]:
+        now = self.clock()
+        if task_id is not None:
+            candidates = [self._tasks[task_id]] if task_id in self._tasks else []
+        else:
+            candidates = list(self._tasks.values())
+        return [task for task in candidates if lease_expired(task, now)]
+
+    def _expire_leases(self, task_id: str | None = None) -> None:
+        """Apply the lease expiries that are due (of one task, or of every task): back to
+        pending, or failed with its metric after the last attempt."""
         with self._guard:
             self.refresh()
+            if not self._due(task_id):
+                return
+            with self.log.locked():
+                self.refresh()
+                now = self.clock()
+                changes = []
+                for task in self._due(task_id):
+                    change = expiry(task, now, self.max_attempts)
+                    if change["status"] in FINAL_STATUSES:
+                        self.metrics.record_task(task["id"], task["task_type"], task["model"],
+                                                 change["duration_seconds"], change["status"])
+                    changes.append(change)
+                self.log.append(changes)
+                self.refresh()
+
+    def _state(self, task_id: str) -> dict[str, Any]:
+        with self._guard:
+            self._expire_leases(task_id)
             task = self._tasks.get(task_id)
         if task is None:
             raise TaskNotFound(f"Task {task_id} not found.")
@@ -229,7 +271,7 @@ class TaskService:
         """Matching task states (no ``command``), newest (or oldest) first, at most
         ``limit``; and how many matched."""
         with self._guard:
-            self.refresh()
+            self._expire_leases()
             matches = [
                 task for task in self._tasks.values()
                 if (status is None or task["status"] == status)
@@ -240,43 +282,102 @@ class TaskService:
 
     def counts_by_status(self) -> dict[str, int]:
         with self._guard:
-            self.refresh()
+            self._expire_leases()
             counts = dict.fromkeys(TRANSITIONS, 0)
             for task in self._tasks.values():
                 counts[task["status"]] += 1
         return counts
 
+    def claim(
+        self,
+        runner_id: str,
+        task_types: list[str] | None = None,
+        lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    ) -> dict[str, Any] | None:
+        """Claim the oldest pending task (of ``task_types``) for ``runner_id`` under a
+        lease; None if none is pending. A runner that holds a task already gets that task
+        again, so a claim repeated after a lost answer takes nothing more."""
+        with self._guard, self.log.locked():
+            self._expire_leases()
+            now = self.clock()
+            order = self._claim_order
+            held = sorted((task for task in self._tasks.values()
+                           if holder(task, now) == runner_id), key=order)
+            if held:
+                return self._with_command(held[0])
+            pending = [task for task in self._tasks.values() if task["status"] == "pending"
+                       and (not task_types or task["task_type"] in task_types)]
+            if not pending:
+                return None
+            oldest = min(pending, key=order)
+            return self._write(oldest, {"status": "running",
+                                        "attempts": oldest.get("attempts", 0) + 1,
+                                        **lease(runner_id, lease_seconds, now)}, now)
+
+    @staticmethod
+    def _claim_order(task: dict[str, Any]) -> tuple[str, str]:
+        return task["created_at"], task["id"]
+
+    def _write(
+        self, task: dict[str, Any], fields: dict[str, Any], now: datetime
+    ) -> dict[str, Any]:
+        """Append a change of ``task`` (under the lock) and return the task it leaves."""
+        change = {"id": task["id"], "updated_at": isoformat(now), **fields}
+        if change.get("status") == "running" and task.get("started_at") is None:
+            change["started_at"] = change["updated_at"]
+        self.log.append([change])
+        self.refresh()
+        return self._with_command({**task, **change})
+
     def transition(
         self,
         task_id: str,
-        status: str,
+        status: str | None = None,
         *,
+        runner_id: str | None = None,
         output: str | None = None,
         duration_seconds: float | None = None,
     ) -> dict[str, Any]:
-        """Move a task to ``status``; a final status also records its metric."""
+        """Move a task to ``status``; a final status also records its metric.
+
+        With ``runner_id``: a task another runner holds under a live lease is refused;
+        the runner holding it renews its lease (no ``status``, or ``running``); a claim
+        (``running``) takes a lease; the same final report sent again changes nothing.
+        Without it (a person), transitions follow the table alone, and ``running``
+        takes no lease.
+        """
         with self._guard, self.log.locked():
             task = self._state(task_id)
+            now = self.clock()
+            held_by = holder(task, now)
+            if runner_id is not None and held_by not in (None, runner_id):
+                raise IllegalTransition(f"Task {task_id} is held by another runner.")
+            fields: dict[str, Any] = {} if output is None else {"output": output}
+            if runner_id is not None and held_by == runner_id and status in (None, "running"):
+                return self._write(task, {**fields, **lease(runner_id, task["lease_seconds"],
+                                                            now)}, now)
+            if status is None:
+                raise IllegalTransition(f"Task {task_id} is not running under a lease of "
+                                        f"runner {runner_id}.")
+            if (runner_id is not None and status == task["status"] in FINAL_STATUSES
+                    and task.get("runner_id") == runner_id):
+                return self._with_command(task)
             if status not in TRANSITIONS[task["status"]]:
                 raise IllegalTransition(
                     f"Task {task_id} cannot go from {task['status']} to {status}."
                 )
-            moment = self.clock()
-            change: dict[str, Any] = {"id": task_id, "status": status,
-                                      "updated_at": isoformat(moment)}
-            if output is not None:
-                change["output"] = output
-            if status == "running" and task.get("started_at") is None:
-                change["started_at"] = change["updated_at"]
+            fields["status"] = status
+            if status == "running":
+                fields.update(lease(runner_id, DEFAULT_LEASE_SECONDS, now) if runner_id
+                              else {"runner_id": None, "lease_expires_at": None})
+                fields["attempts"] = task.get("attempts", 0) + 1
+            else:
+                fields["lease_expires_at"] = None
             if status in FINAL_STATUSES:
                 if duration_seconds is None:
-                    began = parse_iso(task.get("started_at") or task["created_at"])
-                    elapsed = (moment - began).total_seconds()
-                    duration_seconds = min(max(elapsed, 0.0), MAX_DURATION_SECONDS)
-                change["duration_seconds"] = duration_seconds
+                    duration_seconds = elapsed_seconds(task, now)
+                fields["duration_seconds"] = duration_seconds
                 self.metrics.record_task(
                     task_id, task["task_type"], task["model"], duration_seconds, status
                 )
-            self.log.append([change])
-            self.refresh()
-        return self._with_command({**task, **change})
+            return self._write(task, fields, now)

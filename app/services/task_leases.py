@@ -1,0 +1,58 @@
+"""Leases: how long a runner's claim on a task holds, and what its expiry does.
+
+A runner that claims a task holds it for ``lease_seconds``; each PATCH it sends renews
+the lease (a heartbeat). A lease that has run out hands the task back: to ``pending``
+for another claim, or, once ``max_attempts`` claims have been lost, to ``failed`` with
+:data:`LOST_NOTE`. Nothing runs in the background: whoever next reads or writes the
+store applies the expiries that are due.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.clock import isoformat, parse_iso
+from app.models.agent import DEFAULT_LEASE_SECONDS, MAX_DURATION_SECONDS
+
+__all__ = ["DEFAULT_LEASE_SECONDS", "LOST_NOTE", "elapsed_seconds", "expiry", "holder",
+           "lease", "lease_expired"]
+LOST_NOTE = "[lease expired: runner lost]"
+
+
+def lease_expired(task: dict[str, Any], now: datetime) -> bool:
+    """Whether the task is ``running`` under a lease that has run out."""
+    expires = task.get("lease_expires_at")
+    return task["status"] == "running" and expires is not None and parse_iso(expires) <= now
+
+
+def holder(task: dict[str, Any], now: datetime) -> str | None:
+    """The runner holding the task now, if any (a running task under a live lease)."""
+    if task["status"] != "running" or task.get("lease_expires_at") is None:
+        return None
+    return None if lease_expired(task, now) else task.get("runner_id")
+
+
+def lease(runner_id: str, lease_seconds: int, now: datetime) -> dict[str, Any]:
+    """The fields a claim or heartbeat of ``runner_id`` sets."""
+    return {"runner_id": runner_id, "lease_seconds": lease_seconds,
+            "lease_expires_at": isoformat(now + timedelta(seconds=lease_seconds))}
+
+
+def elapsed_seconds(task: dict[str, Any], now: datetime) -> float:
+    """Seconds since the task started (or was created), within the duration limits."""
+    began = parse_iso(task.get("started_at") or task["created_at"])
+    return min(max((now - began).total_seconds(), 0.0), MAX_DURATION_SECONDS)
+
+
+def expiry(task: dict[str, Any], now: datetime, max_attempts: int) -> dict[str, Any]:
+    """The change an expired lease makes: back to ``pending``, or ``failed`` for good
+    after the ``max_attempts``-th lost claim (with its duration, for the metric)."""
+    change: dict[str, Any] = {"id": task["id"], "updated_at": isoformat(now),
+                              "lease_expires_at": None}
+    if task.get("attempts", 0) >= max_attempts:
+        output = task.get("output") or ""
+        change.update(status="failed", duration_seconds=elapsed_seconds(task, now),
+                      output=f"{output}\n{LOST_NOTE}" if output else LOST_NOTE)
+    else:
+        change.update(status="pending")
+    return change

@@ -24,6 +24,7 @@ from app.models.agent import (
     TaskCreateSchema,
     TaskListQuerySchema,
     TaskListSchema,
+    TaskLogSchema,
     TaskPatchSchema,
     TaskSchema,
 )
@@ -111,8 +112,12 @@ OPERATIONS: dict[str, Operation] = {
         links=_task_links(),
     ),
     "agent.get_task": Operation("One task", TaskSchema, errors=(404,)),
+    "agent.task_log": Operation(
+        "What runners have sent of a task's output so far", TaskLogSchema, errors=(404,),
+    ),
     "agent.update_task": Operation(
-        "Change a task's status (a final status records its metric)", TaskSchema,
+        "Change a task: its status (a final status records its metric), a runner's "
+        "heartbeat and progress, or a decision", TaskSchema,
         body=TaskPatchSchema, errors=(400, 404, 409, 413, 415, 422, 503),
         links=_task_links(),
     ),

@@ -24,11 +24,17 @@ def create(client, **body):
     return response.json
 
 
+def change(status: str) -> dict:
+    """A PATCH body moving a task to ``status`` (needs_decision needs its prompt)."""
+    prompt = {"decision_prompt": "which way?"} if status == "needs_decision" else {}
+    return {"status": status, **prompt}
+
+
 def put_in_status(client, status: str) -> str:
     """A task in ``status``, reached by legal moves."""
     task_id = create(client)["id"]
     if status != "pending":
-        response = client.patch(f"/api/agent/tasks/{task_id}", json={"status": status})
+        response = client.patch(f"/api/agent/tasks/{task_id}", json=change(status))
         assert response.status_code == 200
     return task_id
 
@@ -76,7 +82,7 @@ def test_unknown_task_is_404(client) -> None:
 @pytest.mark.parametrize("start,target", list(itertools.product(STATUSES, STATUSES)))
 def test_transition_table(client, start, target, logs_dir: Path) -> None:
     task_id = put_in_status(client, start)
-    response = client.patch(f"/api/agent/tasks/{task_id}", json={"status": target})
+    response = client.patch(f"/api/agent/tasks/{task_id}", json=change(target))
     legal = target in TRANSITIONS[start]
     assert response.status_code == (200 if legal else 409), response.json
     assert client.get(f"/api/agent/tasks/{task_id}").json["status"] == (target if legal else start)
@@ -180,6 +186,8 @@ def test_routing_file_overrides_entry_by_entry(tmp_path: Path, logs_dir: Path) -
     ('{"impl": {"model": 3}}', "impl.model: Not a valid string."),
     ('{"models": ["", "x"]}', "models.0: Must not be blank."),
     ('{"spec": {"command": ["cli", "{direction}", "--"]}}', 'entry "spec": {direction} must'),
+    ('{"spec": {"command": ["cli", "{decision}", "--", "{direction}"]}}',
+     'entry "spec": {decision} must'),
 ])
 def test_a_bad_routing_file_is_one_line_naming_the_problem(
     tmp_path: Path, content: str, problem: str

@@ -52,9 +52,13 @@ RUNNER_ID = fields.String(validate=[_not_blank, validate.Length(max=200)], metad
 MIN_LEASE_SECONDS, MAX_LEASE_SECONDS, DEFAULT_LEASE_SECONDS = 5, 3600, 300
 
 
+MAX_STEP_CHARS = 500
+MAX_LOG_APPEND_CHARS = 256 * 1024
+
+
 class TaskPatchSchema(Schema):
-    """A status change, or a heartbeat of the runner holding the task (``runner_id``
-    without ``status``)."""
+    """A status change, a heartbeat of the runner holding the task (``runner_id``
+    without ``status``), progress, or a decision; at least one field."""
 
     status = fields.String(validate=validate.OneOf(STATUSES))
     runner_id = RUNNER_ID
@@ -62,11 +66,20 @@ class TaskPatchSchema(Schema):
     duration_seconds = fields.Float(
         validate=validate.Range(min=0, max=MAX_DURATION_SECONDS), allow_nan=False
     )
+    progress_pct = fields.Float(validate=validate.Range(min=0, max=100), allow_nan=False)
+    current_step = fields.String(validate=validate.Length(max=MAX_STEP_CHARS))
+    decision_prompt = fields.String(validate=[_not_blank,
+                                              validate.Length(max=MAX_DIRECTION_CHARS)],
+                                    metadata={"description": "Required to go needs_decision."})
+    decision = fields.String(validate=validate.Length(max=MAX_DIRECTION_CHARS), metadata={
+        "description": "Answers a task that needs_decision; it goes back to pending."})
+    log_append = fields.String(validate=validate.Length(max=MAX_LOG_APPEND_CHARS), metadata={
+        "description": "Output since the runner's last PATCH, added to the task's log."})
 
     @validates_schema
     def _says_something(self, data: dict[str, Any], **_: Any) -> None:
-        if "status" not in data and "runner_id" not in data:
-            raise ValidationError("Give a status, or a runner_id for a heartbeat.", "status")
+        if not data:
+            raise ValidationError("An empty PATCH changes nothing.")
 
 
 class TaskClaimSchema(Schema):
@@ -96,6 +109,18 @@ class TaskSchema(Schema):
     runner_id = fields.String(allow_none=True, dump_default=None)
     lease_expires_at = fields.String(allow_none=True, dump_default=None)
     attempts = fields.Integer(dump_default=0)
+    progress_pct = fields.Float(allow_none=True, dump_default=None)
+    current_step = fields.String(allow_none=True, dump_default=None)
+    decision_prompt = fields.String(allow_none=True, dump_default=None)
+    decision = fields.String(allow_none=True, dump_default=None)
+
+
+class TaskLogSchema(Schema):
+    task_id = fields.String(required=True)
+    log = fields.String(required=True, metadata={
+        "description": "What runners sent of the output so far: at most the last MiB."})
+    command = fields.String(required=True)
+    output = fields.String(allow_none=True, required=True)
 
 
 DIRECTION_PREVIEW_CHARS = 200

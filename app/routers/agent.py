@@ -11,6 +11,7 @@ from app.models.agent import (
     TaskCreateSchema,
     TaskListQuerySchema,
     TaskListSchema,
+    TaskLogSchema,
     TaskPatchSchema,
     TaskSchema,
 )
@@ -56,8 +57,13 @@ def get_task(task_id: str) -> ResponseReturnValue:
 @bp.patch("/tasks/<task_id>")
 def update_task(task_id: str) -> ResponseReturnValue:
     fields = TaskPatchSchema().load(json_body())
-    task = services().tasks.transition(task_id, **fields)
+    task = services().tasks.update(task_id, **fields)
     return TaskSchema().dump(task)
+
+
+@bp.get("/tasks/<task_id>/log")
+def task_log(task_id: str) -> ResponseReturnValue:
+    return TaskLogSchema().dump(services().tasks.task_log(task_id))
 
 
 @bp.get("/route")

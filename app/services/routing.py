@@ -1,15 +1,16 @@
 """Which model and command a task type is routed to.
 
 A built-in table, overridable entry by entry (and field by field) from a JSON routing
-file. A command is an argv list; the elements ``{direction}`` and ``{model}`` stand for
-the task's direction and model. Commands are rendered with POSIX shell quoting, so a
+file. A command is an argv list; the elements ``{direction}``, ``{model}`` and
+``{decision}`` stand for the task's direction, its model, and the decision a person gave
+it after it asked for one (empty until then). Commands are rendered with POSIX shell quoting, so a
 direction holding quotes, ``;`` or ``$(...)`` never becomes shell syntax.
 
-A direction is whatever the person who created the task wrote, so it must never be read
-as an option by the routed program (``--output-file=/tmp/x``): ``{direction}`` has to
-come after an end-of-options ``--`` element, unless an entry says that its CLI takes no
-``--`` (``"accepts_end_of_options": false``); then a direction starting with ``-`` is
-refused when the task is created.
+A direction (or a decision) is whatever a person wrote, so it must never be read as an
+option by the routed program (``--output-file=/tmp/x``): ``{direction}`` and
+``{decision}`` have to come after an end-of-options ``--`` element, unless an entry says
+that its CLI takes no ``--`` (``"accepts_end_of_options": false``); then a direction
+starting with ``-`` is refused when the task is created.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from app.models.agent import RoutingFileSchema, TASK_TYPES
 
 DIRECTION = "{direction}"
 MODEL = "{model}"
+DECISION = "{decision}"
+FREE_TEXT = (DIRECTION, DECISION)
 END_OF_OPTIONS = "--"
 CLAUDE_COMMAND = ("claude", "-p", "--model", MODEL, END_OF_OPTIONS, DIRECTION)
 LOCAL_MODEL = "ollama/glm-4.7-flash:latest"
@@ -41,18 +44,23 @@ class Route:
     command: tuple[str, ...]
     accepts_end_of_options: bool = True
 
-    def argv(self, direction: str, model: str | None = None) -> list[str]:
-        values = {DIRECTION: direction, MODEL: model or self.model}
+    def argv(
+        self, direction: str, model: str | None = None, decision: str | None = None
+    ) -> list[str]:
+        values = {DIRECTION: direction, MODEL: model or self.model, DECISION: decision or ""}
         return [values.get(part, part) for part in self.command]
 
-    def command_for(self, direction: str, model: str | None = None) -> str:
+    def command_for(
+        self, direction: str, model: str | None = None, decision: str | None = None
+    ) -> str:
         """The command as one shell-quoted string, direction included."""
-        return shlex.join(self.argv(direction, model))
+        return shlex.join(self.argv(direction, model, decision))
 
     def command_template(self) -> str:
         """The command shell-quoted, with ``{direction}`` left in its place."""
         return " ".join(
-            part if part == DIRECTION else shlex.quote(part) for part in self.argv(DIRECTION)
+            part if part in FREE_TEXT else shlex.quote(part)
+            for part in self.argv(DIRECTION, decision=DECISION)
         )
 
     def direction_is_safe(self, direction: str) -> bool:
@@ -61,13 +69,17 @@ class Route:
 
     def problem(self) -> str | None:
         """What makes this route unsafe to run, if anything."""
-        if not self.accepts_end_of_options or DIRECTION not in self.command:
+        if not self.accepts_end_of_options:
             return None
-        if END_OF_OPTIONS in self.command[:self.command.index(DIRECTION)]:
-            return None
-        return (f'{DIRECTION} must come after a "{END_OF_OPTIONS}" element (end of options) '
-                'so that a direction is never taken for an option; for a CLI that takes no '
-                f'"{END_OF_OPTIONS}", set "accepts_end_of_options": false')
+        for placeholder in FREE_TEXT:
+            if placeholder not in self.command:
+                continue
+            if END_OF_OPTIONS not in self.command[:self.command.index(placeholder)]:
+                return (f'{placeholder} must come after a "{END_OF_OPTIONS}" element (end of '
+                        'options) so that what a person wrote is never taken for an option; '
+                        f'for a CLI that takes no "{END_OF_OPTIONS}", set '
+                        '"accepts_end_of_options": false')
+        return None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from app.services.task_leases import (
     lease_expired,
 )
 from app.storage import JsonlLog
+from app.storage.task_logs import TaskLogs
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"running", "needs_decision", "completed", "failed"}),
@@ -119,6 +120,7 @@ class TaskService:
         max_attempts: int = 3,
     ) -> None:
         self.log = JsonlLog(path, fsync=fsync)
+        self.task_logs = TaskLogs(Path(path).with_name("task-logs"))
         self._routing = routing
         self.max_attempts = max_attempts
         self.metrics = metrics
@@ -187,7 +189,8 @@ class TaskService:
 
     def _with_command(self, state: dict[str, Any]) -> dict[str, Any]:
         """The task as the API shows it: its state and the command routing renders."""
-        command = self.route(state["task_type"]).command_for(state["direction"], state["model"])
+        command = self.route(state["task_type"]).command_for(
+            state["direction"], state["model"], state.get("decision"))
         return {**state, "command": command}
 
     def create(self, direction: str, task_type: str, context: dict[str, Any]) -> dict[str, Any]:
@@ -329,7 +332,7 @@ class TaskService:
         self.refresh()
         return self._with_command({**task, **change})
 
-    def transition(
+    def update(
         self,
         task_id: str,
         status: str | None = None,
@@ -337,14 +340,21 @@ class TaskService:
         runner_id: str | None = None,
         output: str | None = None,
         duration_seconds: float | None = None,
+        progress_pct: float | None = None,
+        current_step: str | None = None,
+        decision_prompt: str | None = None,
+        decision: str | None = None,
+        log_append: str | None = None,
     ) -> dict[str, Any]:
-        """Move a task to ``status``; a final status also records its metric.
+        """Change a task as a PATCH asks; a final status also records its metric.
 
         With ``runner_id``: a task another runner holds under a live lease is refused;
         the runner holding it renews its lease (no ``status``, or ``running``); a claim
         (``running``) takes a lease; the same final report sent again changes nothing.
         Without it (a person), transitions follow the table alone, and ``running``
-        takes no lease.
+        takes no lease. Without ``status``, the other fields update a task not yet
+        final. ``decision`` answers a task that ``needs_decision``: it goes back to
+        ``pending`` for a runner to run again with the decision.
         """
         with self._guard, self.log.locked():
             task = self._state(task_id)
@@ -352,13 +362,23 @@ class TaskService:
             held_by = holder(task, now)
             if runner_id is not None and held_by not in (None, runner_id):
                 raise IllegalTransition(f"Task {task_id} is held by another runner.")
-            fields: dict[str, Any] = {} if output is None else {"output": output}
-            if runner_id is not None and held_by == runner_id and status in (None, "running"):
-                return self._write(task, {**fields, **lease(runner_id, task["lease_seconds"],
-                                                            now)}, now)
-            if status is None:
-                raise IllegalTransition(f"Task {task_id} is not running under a lease of "
-                                        f"runner {runner_id}.")
+            fields = {name: value for name, value in (
+                ("output", output), ("progress_pct", progress_pct),
+                ("current_step", current_step), ("decision_prompt", decision_prompt),
+            ) if value is not None}
+            if decision is not None:
+                return self._decide(task, decision, status, fields, now)
+            renewing = runner_id is not None and status in (None, "running")
+            if status is None or (renewing and held_by == runner_id):
+                if renewing:
+                    if held_by != runner_id:
+                        raise IllegalTransition(f"Task {task_id} is not running under a "
+                                                f"lease of runner {runner_id}.")
+                    fields.update(lease(runner_id, task["lease_seconds"], now))
+                elif task["status"] in FINAL_STATUSES:
+                    raise IllegalTransition(f"Task {task_id} is {task['status']} already.")
+                self._log_output(task_id, log_append)
+                return self._write(task, fields, now)
             if (runner_id is not None and status == task["status"] in FINAL_STATUSES
                     and task.get("runner_id") == runner_id):
                 return self._with_command(task)
@@ -366,6 +386,9 @@ class TaskService:
                 raise IllegalTransition(
                     f"Task {task_id} cannot go from {task['status']} to {status}."
                 )
+            if status == "needs_decision" and decision_prompt is None:
+                raise InvalidTask("decision_prompt",
+                                  "A task goes to needs_decision with a decision_prompt.")
             fields["status"] = status
             if status == "running":
                 fields.update(lease(runner_id, DEFAULT_LEASE_SECONDS, now) if runner_id
@@ -380,4 +403,26 @@ class TaskService:
                 self.metrics.record_task(
                     task_id, task["task_type"], task["model"], duration_seconds, status
                 )
+            self._log_output(task_id, log_append)
             return self._write(task, fields, now)
+
+    def _decide(
+        self, task: dict[str, Any], decision: str, status: str | None,
+        fields: dict[str, Any], now: datetime,
+    ) -> dict[str, Any]:
+        if task["status"] != "needs_decision" or status not in (None, "pending"):
+            raise IllegalTransition(f"Task {task['id']} is {task['status']}: a decision "
+                                    "answers a task that needs_decision, and sends it back "
+                                    "to pending.")
+        return self._write(task, {**fields, "status": "pending", "decision": decision,
+                                  "runner_id": None, "lease_expires_at": None}, now)
+
+    def _log_output(self, task_id: str, text: str | None) -> None:
+        if text:
+            self.task_logs.append(task_id, text)
+
+    def task_log(self, task_id: str) -> dict[str, Any]:
+        """What runners have sent of the task's output so far (the last MiB)."""
+        task = self.get(task_id)
+        return {"task_id": task_id, "log": self.task_logs.read(task_id),
+                "command": task["command"], "output": task["output"]}

@@ -1,6 +1,7 @@
 """Programs the tests run as separate OS processes: ``python -m tests.processes ...``."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -35,6 +36,17 @@ def append(store: str, number: str) -> None:
     JsonlLog(store).append([{"n": int(number)}])
 
 
+def finish_then_die(logs_dir: str, task_id: str, status: str, duration: str) -> None:
+    """Report a task final, and die the moment its final state is written, before its
+    metric record is: as a process killed between the two writes would."""
+    from app import create_app
+
+    app = create_app({"AGENT_LOGS_DIR": logs_dir})
+    app.extensions["agent"].metrics.record_task = lambda *args: os._exit(9)
+    app.test_client().patch(f"/api/agent/tasks/{task_id}",
+                            json={"status": status, "duration_seconds": float(duration)})
+
+
 def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.processes", *args], cwd=ROOT, env=env,
@@ -42,7 +54,8 @@ def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
     )
 
 
-COMMANDS = {"record": record, "hold-lock": hold_lock, "append": append}
+COMMANDS = {"record": record, "hold-lock": hold_lock, "append": append,
+            "finish-then-die": finish_then_die}
 
 if __name__ == "__main__":
     COMMANDS[sys.argv[1]](*sys.argv[2:])

@@ -2,6 +2,7 @@
 disk, a folder that cannot be written."""
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -145,9 +146,11 @@ def chattr(flag: str, *paths: Path) -> bool:
     return done.returncode == 0
 
 
-def test_unwritable_store_answers_503_and_leaves_the_task_unchanged(
+def test_an_unwritable_metric_store_answers_503_and_the_record_follows_the_task(
     app, client, logs_dir
 ) -> None:
+    """The task's final state is written first; the record it could not get then is
+    written from the task by the first read once the store is writable again."""
     task = client.post("/api/agent/tasks", json={"direction": "d", "task_type": "spec"}).json
     metrics_store = logs_dir / "metrics.jsonl"
     metrics_store.touch()
@@ -156,17 +159,20 @@ def test_unwritable_store_answers_503_and_leaves_the_task_unchanged(
     try:
         health = client.get("/api/health").json
         assert health["status"] == "degraded" and not health["stores"]["metrics"]["writable"]
-        finished = client.patch(f"/api/agent/tasks/{task['id']}", json={"status": "failed"})
+        finished = client.patch(f"/api/agent/tasks/{task['id']}",
+                                json={"status": "failed", "duration_seconds": 7.25})
         assert finished.status_code == 503 and "metrics.jsonl" in finished.json["detail"]
-        assert client.get(f"/api/agent/tasks/{task['id']}").json["status"] == "pending"
+        assert client.get(f"/api/agent/tasks/{task['id']}").json["status"] == "failed"
         assert client.get("/api/agent/metrics").json["success_rate"]["total"] == 0
         with pytest.raises(StoreUnavailable):
             app.extensions["agent"].metrics.record_task("t", "impl", "m", 1.0, "completed")
     finally:
         chattr("-i", metrics_store)
-    finished = client.patch(f"/api/agent/tasks/{task['id']}", json={"status": "failed"})
-    assert finished.status_code == 200
+    again = client.patch(f"/api/agent/tasks/{task['id']}", json={"status": "completed"})
+    assert again.status_code == 409
     assert client.get("/api/agent/metrics").json["success_rate"]["failed"] == 1
+    [record] = [json.loads(line) for line in metrics_store.read_text().splitlines()]
+    assert (record["status"], record["duration_seconds"]) == ("failed", 7.25)
 
 
 def test_unwritable_folder_answers_503_on_create(client, logs_dir) -> None:
@@ -197,3 +203,24 @@ def test_compaction_in_an_unwritable_folder_changes_nothing(app, client, logs_di
     assert result.exit_code == 1 and "cannot rewrite" in result.output
     assert sorted(path.name for path in logs_dir.iterdir()) == before
     assert (logs_dir / "tasks.jsonl").read_bytes() == content
+
+
+def test_a_process_killed_between_the_final_state_and_its_record(logs_dir: Path) -> None:
+    server = GunicornServer(logs_dir).start()
+    try:
+        base = f"{server.base_url}/api/agent"
+        task = requests.post(f"{base}/tasks", json={"direction": "d", "task_type": "impl"},
+                             timeout=WAIT).json()
+        dying = spawn("finish-then-die", str(logs_dir), task["id"], "completed", "3.5")
+        assert dying.wait(timeout=WAIT) == 9
+        assert not (logs_dir / "metrics.jsonl").exists() or task["id"] not in (
+            logs_dir / "metrics.jsonl").read_text()
+        seen = requests.get(f"{base}/tasks/{task['id']}", timeout=WAIT).json()
+        assert (seen["status"], seen["duration_seconds"]) == ("completed", 3.5)
+        metrics = requests.get(f"{base}/metrics", timeout=WAIT).json()
+    finally:
+        server.stop()
+    assert metrics["success_rate"]["completed"] == 1
+    records = [json.loads(line) for line in (logs_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["task_id"], r["status"], r["duration_seconds"]) for r in records] == [
+        (task["id"], "completed", 3.5)]

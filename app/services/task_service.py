@@ -36,7 +36,7 @@ from app.services.task_leases import (
     lease,
     lease_expired,
 )
-from app.storage import JsonlLog
+from app.storage import JsonlLog, StoreUnavailable
 from app.storage.task_logs import TaskLogs
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -128,6 +128,8 @@ class TaskService:
         self._reader = self.log.reader()
         self._guard = threading.RLock()
         self._tasks: dict[str, dict[str, Any]] = {}
+        self._unrecorded: set[str] = set()
+        """Final tasks whose metric record is not known to be written yet."""
 
     def close_files(self) -> None:
         """Close the store's file; the next call reopens it and goes on where it was."""
@@ -139,11 +141,16 @@ class TaskService:
         with self._guard:
             for batch in self._reader.poll():
                 if batch.reset:
-                    self._tasks = {}
+                    self._tasks, self._unrecorded = {}, set()
                 for _, line in batch.records:
                     state = merged_state(self._tasks, line)
-                    if state is not None:
-                        self._tasks[state["id"]] = state
+                    if state is None:
+                        continue
+                    self._tasks[state["id"]] = state
+                    if state.get("recorded") is False:
+                        self._unrecorded.add(state["id"])
+                    else:
+                        self._unrecorded.discard(state["id"])
 
     def compact(self, keep_days: int) -> CompactionReport:
         """Rewrite the store as one line per task: its latest state.
@@ -233,29 +240,50 @@ class TaskService:
             candidates = list(self._tasks.values())
         return [task for task in candidates if lease_expired(task, now)]
 
-    def _expire_leases(self, task_id: str | None = None) -> None:
-        """Apply the lease expiries that are due (of one task, or of every task): back to
-        pending, or failed with its metric after the last attempt."""
+    def _settle(self, task_id: str | None = None) -> None:
+        """Apply what is due: lease expiries (of one task, or of every task), which send
+        a task back to pending or, after its last attempt, fail it; and the metric
+        records of final tasks that lack one."""
         with self._guard:
             self.refresh()
-            if not self._due(task_id):
+            if not self._due(task_id) and not self._unrecorded:
                 return
             with self.log.locked():
                 self.refresh()
                 now = self.clock()
-                changes = []
-                for task in self._due(task_id):
-                    change = expiry(task, now, self.max_attempts)
+                changes = [expiry(task, now, self.max_attempts) for task in self._due(task_id)]
+                for change in changes:
                     if change["status"] in FINAL_STATUSES:
-                        self.metrics.record_task(task["id"], task["task_type"], task["model"],
-                                                 change["duration_seconds"], change["status"])
-                    changes.append(change)
+                        change["recorded"] = False
                 self.log.append(changes)
                 self.refresh()
+                self._record_finished(raise_errors=False)
+
+    def _record_finished(self, *, raise_errors: bool) -> None:
+        """Write the metric record of each final task marked unrecorded, then mark it
+        recorded. Under the lock. The task's final state is written first and is the
+        source of truth: whatever stops the record from being written (a full disk, a
+        killed process), the next call writes it from the task, so the two never
+        disagree. Without ``raise_errors`` a record that cannot be written yet is
+        logged and left for the next call."""
+        marked = []
+        try:
+            for task_id in sorted(self._unrecorded):
+                task = self._tasks[task_id]
+                self.metrics.record_task(task_id, task["task_type"], task["model"],
+                                         task["duration_seconds"], task["status"])
+                marked.append({"id": task_id, "recorded": True})
+        except StoreUnavailable as exc:
+            if raise_errors:
+                raise
+            log.warning("metric records of finished tasks left for later: %s", exc)
+        finally:
+            self.log.append(marked)
+            self.refresh()
 
     def _state(self, task_id: str) -> dict[str, Any]:
         with self._guard:
-            self._expire_leases(task_id)
+            self._settle(task_id)
             task = self._tasks.get(task_id)
         if task is None:
             raise TaskNotFound(f"Task {task_id} not found.")
@@ -274,7 +302,7 @@ class TaskService:
         """Matching task states (no ``command``), newest (or oldest) first, at most
         ``limit``; and how many matched."""
         with self._guard:
-            self._expire_leases()
+            self._settle()
             matches = [
                 task for task in self._tasks.values()
                 if (status is None or task["status"] == status)
@@ -285,7 +313,7 @@ class TaskService:
 
     def counts_by_status(self) -> dict[str, int]:
         with self._guard:
-            self._expire_leases()
+            self._settle()
             counts = dict.fromkeys(TRANSITIONS, 0)
             for task in self._tasks.values():
                 counts[task["status"]] += 1
@@ -301,7 +329,7 @@ class TaskService:
         lease; None if none is pending. A runner that holds a task already gets that task
         again, so a claim repeated after a lost answer takes nothing more."""
         with self._guard, self.log.locked():
-            self._expire_leases()
+            self._settle()
             now = self.clock()
             order = self._claim_order
             held = sorted((task for task in self._tasks.values()
@@ -397,14 +425,13 @@ class TaskService:
             else:
                 fields["lease_expires_at"] = None
             if status in FINAL_STATUSES:
-                if duration_seconds is None:
-                    duration_seconds = elapsed_seconds(task, now)
-                fields["duration_seconds"] = duration_seconds
-                self.metrics.record_task(
-                    task_id, task["task_type"], task["model"], duration_seconds, status
-                )
+                fields["recorded"] = False
+                fields["duration_seconds"] = (elapsed_seconds(task, now)
+                                              if duration_seconds is None else duration_seconds)
             self._log_output(task_id, log_append)
-            return self._write(task, fields, now)
+            changed = self._write(task, fields, now)
+            self._record_finished(raise_errors=True)
+            return changed
 
     def _decide(
         self, task: dict[str, Any], decision: str, status: str | None,

@@ -18,9 +18,13 @@ from marshmallow import Schema
 from werkzeug.routing import Rule
 
 from app.models.agent import (
+    AttentionListSchema,
+    AttentionQuerySchema,
+    PipelineStatusSchema,
     RouteQuerySchema,
     RouteSchema,
     TaskClaimSchema,
+    TaskCountSchema,
     TaskCreateSchema,
     TaskListQuerySchema,
     TaskListSchema,
@@ -112,6 +116,15 @@ OPERATIONS: dict[str, Operation] = {
         links=_task_links(),
     ),
     "agent.get_task": Operation("One task", TaskSchema, errors=(404,)),
+    "agent.count_tasks": Operation("How many tasks there are, by status", TaskCountSchema),
+    "agent.tasks_needing_attention": Operation(
+        "Tasks that need a person (needs_decision or failed), newest first",
+        AttentionListSchema, query=AttentionQuerySchema, errors=(422,),
+    ),
+    "agent.pipeline": Operation(
+        "Running and pending tasks, recent completions, and what needs attention",
+        PipelineStatusSchema,
+    ),
     "agent.task_log": Operation(
         "What runners have sent of a task's output so far", TaskLogSchema, errors=(404,),
     ),

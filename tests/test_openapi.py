@@ -50,7 +50,7 @@ def test_errors_and_bodies_are_described(client) -> None:
     assert paths["/api/agent/tasks/{task_id}"]["patch"]["responses"]["409"]["content"]
     assert paths["/api/health"]["get"]["security"] == []
     list_parameters = {p["name"] for p in paths["/api/agent/tasks"]["get"]["parameters"]}
-    assert list_parameters == {"status", "task_type", "limit", "order"}
+    assert list_parameters == {"status", "task_type", "limit", "order", "offset"}
 
 
 @pytest.fixture

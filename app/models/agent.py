@@ -150,14 +150,86 @@ class TaskListSchema(Schema):
     total = fields.Integer(required=True)
 
 
+class TaskCountSchema(Schema):
+    total = fields.Integer(required=True)
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+
+
+ATTENTION_OUTPUT_CHARS = 4000
+
+
+class AttentionTaskSchema(TaskSummarySchema):
+    decision_prompt = fields.String(allow_none=True, dump_default=None)
+    output = fields.Function(
+        lambda task: None if task.get("output") is None
+        else task["output"][-ATTENTION_OUTPUT_CHARS:],
+        allow_none=True, metadata={"description": f"The last {ATTENTION_OUTPUT_CHARS} "
+                                                  "characters of the output."})
+
+
+class AttentionQuerySchema(Schema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class AttentionListSchema(Schema):
+    tasks = fields.List(fields.Nested(AttentionTaskSchema), required=True)
+    total = fields.Integer(required=True)
+
+
+class RunningTaskSchema(TaskSummarySchema):
+    runner_id = fields.String(allow_none=True, dump_default=None)
+    lease_expires_at = fields.String(allow_none=True, dump_default=None)
+    progress_pct = fields.Float(allow_none=True, dump_default=None)
+    current_step = fields.String(allow_none=True, dump_default=None)
+    live_tail = fields.List(fields.String(), required=True, metadata={
+        "description": "The last 20 lines runners sent of its output."})
+
+
+class PendingTaskSchema(TaskSummarySchema):
+    wait_seconds = fields.Float(required=True)
+
+
+class StuckTaskSchema(TaskSummarySchema):
+    age_seconds = fields.Float(required=True, metadata={
+        "description": "Seconds since it was last updated (running) or created (pending)."})
+
+
+class RepeatedFailuresSchema(Schema):
+    task_type = fields.String(required=True)
+    consecutive_failures = fields.Integer(required=True)
+
+
+class LowSuccessRateSchema(Schema):
+    window_days = fields.Integer(required=True)
+    rate = fields.Float(required=True)
+    total = fields.Integer(required=True)
+
+
+class PipelineAttentionSchema(Schema):
+    stuck = fields.List(fields.Nested(StuckTaskSchema), required=True)
+    repeated_failures = fields.List(fields.Nested(RepeatedFailuresSchema), required=True)
+    low_success_rate = fields.Nested(LowSuccessRateSchema, allow_none=True, required=True)
+    flags = fields.List(fields.String(), required=True)
+
+
+class PipelineStatusSchema(Schema):
+    running = fields.List(fields.Nested(RunningTaskSchema), required=True)
+    pending = fields.List(fields.Nested(PendingTaskSchema), required=True, metadata={
+        "description": "The oldest 100 pending tasks."})
+    recent_completed = fields.List(fields.Nested(TaskSummarySchema), required=True)
+    attention = fields.Nested(PipelineAttentionSchema, required=True)
+
+
 class TaskListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     task_type = fields.String(validate=validate.OneOf(TASK_TYPES))
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=500))
     order = fields.String(
         load_default="newest", validate=validate.OneOf(("newest", "oldest")),
-        metadata={"description": "newest (default) or oldest first, by created_at"},
+        metadata={"description": "newest (default) or oldest first, by created_at then id"},
     )
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0), metadata={
+        "description": "Matches to skip, for the next page."})
 
 
 class RouteQuerySchema(Schema):

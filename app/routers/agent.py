@@ -5,9 +5,13 @@ from flask import Blueprint, Response, request, stream_with_context
 from flask.typing import ResponseReturnValue
 
 from app.models.agent import (
+    AttentionListSchema,
+    AttentionQuerySchema,
+    PipelineStatusSchema,
     RouteQuerySchema,
-    TaskClaimSchema,
     RouteSchema,
+    TaskClaimSchema,
+    TaskCountSchema,
     TaskCreateSchema,
     TaskListQuerySchema,
     TaskListSchema,
@@ -22,7 +26,7 @@ from app.models.metrics import (
     TimeseriesSchema,
 )
 from app.routers.common import json_body, services, timeseries_query
-from app.services import record_export
+from app.services import pipeline_status, record_export
 from app.services.metrics_series import service_timeseries
 
 bp = Blueprint("agent", __name__, url_prefix="/api/agent")
@@ -40,6 +44,23 @@ def list_tasks() -> ResponseReturnValue:
     query = TaskListQuerySchema().load(request.args)
     tasks, total = services().tasks.list_tasks(**query)
     return TaskListSchema().dump({"tasks": tasks, "total": total})
+
+
+@bp.get("/tasks/count")
+def count_tasks() -> ResponseReturnValue:
+    return TaskCountSchema().dump(pipeline_status.counts(services().tasks))
+
+
+@bp.get("/tasks/attention")
+def tasks_needing_attention() -> ResponseReturnValue:
+    query = AttentionQuerySchema().load(request.args)
+    return AttentionListSchema().dump(pipeline_status.attention(services().tasks, **query))
+
+
+@bp.get("/pipeline-status")
+def pipeline() -> ResponseReturnValue:
+    return PipelineStatusSchema().dump(
+        pipeline_status.pipeline_status(services().tasks, services().metrics))
 
 
 @bp.post("/tasks/claim")

@@ -298,9 +298,11 @@ class TaskService:
         task_type: str | None = None,
         limit: int = 20,
         order: str = "newest",
+        offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Matching task states (no ``command``), newest (or oldest) first, at most
-        ``limit``; and how many matched."""
+        """Matching task states (no ``command``), newest (or oldest) first by
+        ``created_at`` then ``id`` (a stable order to page through with ``offset``), at
+        most ``limit``; and how many matched."""
         with self._guard:
             self._settle()
             matches = [
@@ -308,8 +310,14 @@ class TaskService:
                 if (status is None or task["status"] == status)
                 and (task_type is None or task["task_type"] == task_type)
             ]
-        matches.sort(key=lambda task: task["created_at"], reverse=order == "newest")
-        return matches[:limit], len(matches)
+        matches.sort(key=self._claim_order, reverse=order == "newest")
+        return matches[offset:offset + limit], len(matches)
+
+    def states(self) -> list[dict[str, Any]]:
+        """Every task's current state (no ``command``), as of now."""
+        with self._guard:
+            self._settle()
+            return list(self._tasks.values())
 
     def counts_by_status(self) -> dict[str, int]:
         with self._guard:

@@ -58,6 +58,10 @@ class TaskLogs:
             return ""
         return data.decode("utf-8", "ignore")
 
+    def tail_lines(self, task_id: str, count: int) -> list[str]:
+        """The last ``count`` lines of the task's log."""
+        return self.read(task_id).splitlines()[-count:]
+
     def remove(self, task_ids: set[str]) -> None:
         """Forget the logs of these tasks (their tasks were compacted away)."""
         for task_id in task_ids:

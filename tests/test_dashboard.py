@@ -118,12 +118,22 @@ def seed_through_the_api(base: str) -> None:
                              json={"direction": "d", "task_type": task_type}).json()
         requests.patch(f"{base}/api/agent/tasks/{task['id']}", timeout=30,
                        json={"status": status, "duration_seconds": duration}).raise_for_status()
-    for status in ("pending", "running", "running", "needs_decision"):
+    for status in ("pending", "running", "needs_decision"):
         task = requests.post(f"{base}/api/agent/tasks", timeout=30,
                              json={"direction": "d", "task_type": "impl"}).json()
         if status != "pending":
             requests.patch(f"{base}/api/agent/tasks/{task['id']}", timeout=30,
-                           json={"status": status}).raise_for_status()
+                           json={"status": status, "decision_prompt": "which way?"}
+                           if status == "needs_decision" else {"status": status}
+                           ).raise_for_status()
+    task = requests.post(f"{base}/api/agent/tasks", timeout=30,
+                         json={"direction": "d", "task_type": "review"}).json()
+    claimed = requests.post(f"{base}/api/agent/tasks/claim", timeout=30,
+                            json={"runner_id": "host-7", "task_types": ["review"]}).json()
+    assert claimed["id"] == task["id"]
+    requests.patch(f"{base}/api/agent/tasks/{task['id']}", timeout=30, json={
+        "runner_id": "host-7", "progress_pct": 60, "current_step": "reading the diff",
+        "log_append": "checked out\nreading the diff\n"}).raise_for_status()
 
 
 def test_dashboard_in_headless_chromium(logs_dir, tmp_path) -> None:
@@ -147,6 +157,9 @@ def test_dashboard_in_headless_chromium(logs_dir, tmp_path) -> None:
     assert_agrees_with_api(dom, aggregates, series)
     assert re.search(r'<rect class="needs_decision"[^>]*><title>needs_decision: 1</title>', dom)
     assert re.search(r'<rect class="running"[^>]*><title>running: 2</title>', dom)
+    running = re.search(r'<table id="running">(.*?)</table>', dom, re.S).group(1)
+    assert "host-7" in running and "60%" in running and "reading the diff" in running
+    assert "by hand" in running and "checked out" in running
 
     image = Image.open(screenshot).convert("RGB")
     assert image.size == SCREEN

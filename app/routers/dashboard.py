@@ -4,9 +4,11 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from app import charts
+from app.models.agent import PipelineStatusSchema
 from app.models.metrics import BUCKETS, QUEUE_STATUSES
 from app.routers.common import services, timeseries_query
 from app.services.metrics_series import service_timeseries
+from app.services.pipeline_status import pipeline_status
 
 bp = Blueprint("dashboard", __name__)
 WINDOW_CHOICES = (1, 7, 30)
@@ -32,5 +34,6 @@ def dashboard() -> str:
         success=charts.success_chart(series, bucket),
         durations=charts.duration_chart(series, bucket),
         queue=charts.queue_chart(tasks.counts_by_status(), QUEUE_STATUSES),
+        pipeline=PipelineStatusSchema().dump(pipeline_status(tasks, metrics)),
         format_seconds=charts.format_seconds,
     )

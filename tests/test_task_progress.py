@@ -87,3 +87,17 @@ def test_the_decision_loop(tmp_path: Path, logs_dir: Path) -> None:
     assert patch(client, task_id, decision="no").status_code == 409
     done = patch(client, task_id, runner_id="r2", status="completed")
     assert done.status_code == 200 and done.json["decision_prompt"] == "ship it?"
+
+
+def test_compaction_takes_the_logs_of_the_tasks_it_drops(app, client, clock, logs_dir) -> None:
+    old, recent = create(client), create(client)
+    for task_id in (old, recent):
+        patch(client, task_id, status="running")
+        patch(client, task_id, log_append=f"output of {task_id}\n")
+    patch(client, old, status="completed")
+    clock.advance(days=40)
+    patch(client, recent, status="completed")
+    assert app.extensions["agent"].tasks.compact(30).expired == 1
+    assert client.get(f"/api/agent/tasks/{old}/log").status_code == 404
+    assert not (logs_dir / "task-logs" / f"{old}.log").exists()
+    assert client.get(f"/api/agent/tasks/{recent}/log").json["log"] == f"output of {recent}\n"

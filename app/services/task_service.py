@@ -156,8 +156,10 @@ class TaskService:
         """Rewrite the store as one line per task: its latest state.
 
         A final task whose ``updated_at`` is more than ``keep_days`` days ago is dropped;
-        a task not yet final is always kept. Lines that are not task states, and final
+        a task not yet final, or whose metric record is not written yet, is always kept.
+        Lines that are not task states, and final
         tasks whose ``updated_at`` does not parse, are dropped and counted as invalid.
+        The logs runners sent of dropped tasks go with them.
         """
         oldest = cutoff(self.clock(), keep_days)
 
@@ -173,7 +175,7 @@ class TaskService:
                 report.superseded += state["id"] in latest
                 latest[state["id"]] = state
             for state in latest.values():
-                if state["status"] not in FINAL_STATUSES:
+                if state["status"] not in FINAL_STATUSES or state.get("recorded") is False:
                     report.kept += 1
                     yield state
                     continue
@@ -184,11 +186,15 @@ class TaskService:
                     continue
                 if updated < oldest:
                     report.expired += 1
+                    dropped.add(state["id"])
                 else:
                     report.kept += 1
                     yield state
 
-        return compact(self.log, keep)
+        dropped: set[str] = set()
+        report = compact(self.log, keep)
+        self.task_logs.remove(dropped)
+        return report
 
     def route(self, task_type: str) -> Route:
         """The route of a task type (the routing file is read on first use)."""

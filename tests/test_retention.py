@@ -89,7 +89,8 @@ def test_tasks_compaction_keeps_latest_states_and_unfinished_tasks(app, client, 
     kept = stored(logs_dir / "tasks.jsonl")
     assert sorted(t["id"] for t in kept) == sorted([old_pending, old_waiting, recent_failed])
     assert {t["id"]: t["status"] for t in kept}[old_waiting] == "running"
-    assert (report.kept, report.expired, report.superseded, report.invalid) == (3, 1, 3, 2)
+    # superseded: a line per status change, and the "recorded" mark of each final task
+    assert (report.kept, report.expired, report.superseded, report.invalid) == (3, 1, 5, 2)
     listed = client.get("/api/agent/tasks").json
     assert listed["total"] == 3 and old_done not in [t["id"] for t in listed["tasks"]]
 

@@ -44,7 +44,9 @@ def test_patch_to_final_status_appends_one_record(client, logs_dir, status, cloc
 @pytest.mark.parametrize("status", ["running", "needs_decision"])
 def test_other_statuses_record_nothing(client, logs_dir, status) -> None:
     task_id = new_task(client)
-    assert client.patch(f"/api/agent/tasks/{task_id}", json={"status": status}).status_code == 200
+    change = {"status": status, "decision_prompt": "which way?"} if status == "needs_decision" \
+        else {"status": status}
+    assert client.patch(f"/api/agent/tasks/{task_id}", json=change).status_code == 200
     assert stored(logs_dir) == []
 
 

@@ -73,7 +73,8 @@ def test_queue_gauges_follow_the_task_store(client) -> None:
            for _ in range(6)]
     client.patch(f"/api/agent/tasks/{ids[0]}", json={"status": "running"})
     client.patch(f"/api/agent/tasks/{ids[1]}", json={"status": "running"})
-    client.patch(f"/api/agent/tasks/{ids[2]}", json={"status": "needs_decision"})
+    client.patch(f"/api/agent/tasks/{ids[2]}",
+                 json={"status": "needs_decision", "decision_prompt": "which way?"})
     client.patch(f"/api/agent/tasks/{ids[3]}", json={"status": "completed"})
     gauge = families(client.get("/metrics").data.decode())["agent_tasks_current"]
     assert gauge.type == "gauge"

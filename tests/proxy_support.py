@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_port, stop_process
 
 SHIPPED = ROOT / "scripts" / "nginx"
 SERVER_NAME = "agent.example.com"
@@ -105,10 +105,4 @@ class NginxProxy:
                        if path.exists())
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace_seconds=10)

@@ -33,6 +33,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen | None, grace_seconds: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_seconds``."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class GunicornServer:
     """``gunicorn wsgi:app`` in its own process, on a free port."""
 
@@ -70,10 +81,4 @@ class GunicornServer:
         return {int(pid) for pid in out.split()}
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace_seconds=15)

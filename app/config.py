@@ -147,34 +147,63 @@ def positive_seconds(text: str) -> float:
 
 @dataclass(frozen=True)
 class RunnerSettings:
-    """What ``scripts/agent_runner.py`` needs; it runs without an app."""
+    """What ``scripts/agent_runner.py`` needs; it runs without an app, talking to the
+    service over HTTP only, and keeps its own files in ``runner_dir``."""
 
     api_base: str
     api_token: str | None
     task_timeout: float
-    logs_dir: Path
+    runner_dir: Path
     workdir: Path
+    task_log_max_bytes: int
+    task_log_keep_days: int
 
 
 RUNNER_DEFAULTS: dict[str, Any] = {
     "AGENT_API_BASE": "http://127.0.0.1:8000",
     "AGENT_TASK_TIMEOUT": 3600.0,
+    "AGENT_RUNNER_DIR": str(PROJECT_ROOT / "logs" / "runner"),
+    "AGENT_TASK_LOG_MAX_BYTES": 10 * 1024 * 1024,
+    "AGENT_TASK_LOG_KEEP_DAYS": 14,
 }
+MIN_TASK_LOG_BYTES = 4096
+"""Room for the beginning, the end and the line saying how much was left out."""
+
+
+def api_url(text: str, name: str = "the API address") -> str:
+    """An ``http://`` or ``https://`` address with a host, without a trailing slash."""
+    url = text.strip().rstrip("/")
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in {"http", "https"} or not rest or rest.startswith("/"):
+        raise ConfigError(f"{name} must be an http:// or https:// address, not {text!r}")
+    return url
 
 
 def runner_from_env(environ: dict[str, str] | None = None) -> RunnerSettings:
-    """The runner's settings; a bad value raises :class:`ConfigError`."""
+    """The runner's settings; a bad value raises :class:`ConfigError`. The server's own
+    settings are not the runner's business: it may run on another machine."""
     env = os.environ if environ is None else environ
-    timeout = RUNNER_DEFAULTS["AGENT_TASK_TIMEOUT"]
+    settings = {name: env.get(name) or default for name, default in RUNNER_DEFAULTS.items()}
     if env.get("AGENT_TASK_TIMEOUT"):
         try:
-            timeout = positive_seconds(env["AGENT_TASK_TIMEOUT"])
+            settings["AGENT_TASK_TIMEOUT"] = positive_seconds(env["AGENT_TASK_TIMEOUT"])
         except ValueError as exc:
             raise ConfigError(f"AGENT_TASK_TIMEOUT: {exc}") from exc
+    if env.get("AGENT_TASK_LOG_MAX_BYTES"):
+        settings["AGENT_TASK_LOG_MAX_BYTES"] = whole_number(
+            env, "AGENT_TASK_LOG_MAX_BYTES", MIN_TASK_LOG_BYTES, 2**40)
+    if env.get("AGENT_TASK_LOG_KEEP_DAYS"):
+        settings["AGENT_TASK_LOG_KEEP_DAYS"] = whole_number(
+            env, "AGENT_TASK_LOG_KEEP_DAYS", 1, 36_500)
+    workdir = Path(env.get("AGENT_WORKDIR") or os.getcwd())
+    if not workdir.is_dir():
+        raise ConfigError(f"AGENT_WORKDIR: {workdir} is not a folder")
     return RunnerSettings(
-        api_base=(env.get("AGENT_API_BASE") or RUNNER_DEFAULTS["AGENT_API_BASE"]).rstrip("/"),
+        api_base=api_url(settings["AGENT_API_BASE"], "AGENT_API_BASE"),
         api_token=api_token(env),
-        task_timeout=timeout,
-        logs_dir=Path(from_env(env)["AGENT_LOGS_DIR"]),
-        workdir=Path(env.get("AGENT_WORKDIR") or os.getcwd()),
+        task_timeout=settings["AGENT_TASK_TIMEOUT"],
+        runner_dir=Path(settings["AGENT_RUNNER_DIR"]),
+        workdir=workdir,
+        task_log_max_bytes=settings["AGENT_TASK_LOG_MAX_BYTES"],
+        task_log_keep_days=settings["AGENT_TASK_LOG_KEEP_DAYS"],
     )

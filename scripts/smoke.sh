@@ -9,8 +9,9 @@
 #
 # It creates two tasks (one that completes, one that fails on purpose), runs
 # scripts/agent_runner.py --once, then reads both tasks and the metrics back.
-# Environment: AGENT_API_BASE (default http://127.0.0.1:8000), AGENT_LOGS_DIR (must be
-# the server's), PYTHON (default .venv/bin/python, else python3).
+# Environment: AGENT_API_BASE (default http://127.0.0.1:8000), AGENT_API_TOKEN (sent as
+# a bearer token on every request when set), AGENT_RUNNER_DIR (the runner's folder,
+# default logs/runner), PYTHON (default .venv/bin/python, else python3).
 # Prints one PASS or FAIL line per check; exits 0 only if every check passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,13 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 failed=0
+
+auth=()
+if [[ -n "${AGENT_API_TOKEN:-}" ]]; then
+    auth=(-H "Authorization: Bearer $AGENT_API_TOKEN")
+fi
+# call CURL-ARGS...: curl that fails on HTTP errors, with the token when there is one.
+call() { curl -fsS ${auth[@]+"${auth[@]}"} "$@"; }
 
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
@@ -41,15 +49,15 @@ check() {
     if [[ "$2" == "$3" ]]; then pass "$1: $3"; else fail "$1: expected $2, got ${3:-nothing}"; fi
 }
 
-metrics=$(curl -fsS "$API/metrics") || stop "no answer from $API (is the server running?)"
+metrics=$(call "$API/metrics") || stop "no answer from $API (is the server running?)"
 pass "server answers at $API"
 
-model=$(curl -fsS "$API/route?task_type=impl" | field model)
+model=$(call "$API/route?task_type=impl" | field model)
 [[ "$model" == "local/echo" ]] || stop "tasks are routed to '$model', not to the example" \
     "routing: start the server with AGENT_ROUTING_FILE=scripts/routing.example.json"
 pass "tasks are routed to the example's harmless commands"
 
-pending=$(curl -fsS "$API/tasks?status=pending&limit=1" | field total)
+pending=$(call "$API/tasks?status=pending&limit=1" | field total)
 [[ "$pending" == "0" ]] || stop "$pending task(s) already pending: the runner would run" \
     "them too; run the smoke test against a server with an empty queue"
 pass "no other task is pending"
@@ -58,7 +66,7 @@ completed_before=$(field success_rate completed <<<"$metrics")
 failed_before=$(field success_rate failed <<<"$metrics")
 
 create() {
-    curl -fsS -X POST "$API/tasks" -H 'Content-Type: application/json' \
+    call -X POST "$API/tasks" -H 'Content-Type: application/json' \
         -d "{\"direction\": \"$1\", \"task_type\": \"$2\"}" | field id
 }
 good_direction="smoke test: say hello"
@@ -75,7 +83,7 @@ fi
 
 for pair in "$good completed $good_direction" "$bad failed $bad_direction"; do
     read -r id status direction <<<"$pair"
-    task=$(curl -fsS "$API/tasks/$id")
+    task=$(call "$API/tasks/$id")
     check "task $id status" "$status" "$(field status <<<"$task")"
     if [[ "$(field output <<<"$task")" == *"local/echo received: $direction"* ]]; then
         pass "task $id output holds its direction"
@@ -84,7 +92,7 @@ for pair in "$good completed $good_direction" "$bad failed $bad_direction"; do
     fi
 done
 
-metrics=$(curl -fsS "$API/metrics")
+metrics=$(call "$API/metrics")
 check "metrics: completed tasks" "$((completed_before + 1))" \
     "$(field success_rate completed <<<"$metrics")"
 check "metrics: failed tasks" "$((failed_before + 1))" "$(field success_rate failed <<<"$metrics")"

@@ -1,8 +1,10 @@
-"""Helpers for the runner's tests: the runner as a real process, and what it leaves."""
+"""Helpers for the runner's tests: a service routed to stand-in commands, the runner as a
+real process, and what they leave behind."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,15 +14,47 @@ from typing import Any, TypeVar
 
 import requests
 
-from tests.support import ROOT
+from tests.support import ROOT, GunicornServer
 
 T = TypeVar("T")
 RUNNER = ROOT / "scripts" / "agent_runner.py"
 WAIT_SECONDS = 120
+FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
+FAKE_COMMAND = [sys.executable, str(FAKE_AGENT), "--model", "{model}", "--", "{direction}"]
+# Starts a child that ignores SIGTERM, writes its pid to the file named by the direction,
+# says so, then waits for it: only killing the whole group with SIGKILL ends both.
+STUBBORN = ["sh", "-c",
+            '(trap "" TERM; exec sleep 600) & echo $! > "$1.tmp" && mv "$1.tmp" "$1"'
+            ' && echo "child $! started"; wait',
+            "--", "{direction}"]
+ROUTING = {
+    "spec": {"model": "fake/spec", "command": FAKE_COMMAND},
+    "review": {"model": "fake/review", "command": FAKE_COMMAND},
+    "test": {"model": "fake/stubborn", "command": STUBBORN},
+    "impl": {"model": "fake/missing", "command": ["no-such-agent-cli", "--", "{direction}"]},
+}
+
+
+def start_api(folder: Path, logs_dir: Path, **env: str) -> GunicornServer:
+    """gunicorn with the stores in ``logs_dir``, routing tasks to the stand-ins above."""
+    routing = folder / "routing.json"
+    routing.write_text(json.dumps(ROUTING))
+    return GunicornServer(logs_dir, env={"AGENT_ROUTING_FILE": str(routing), "AGENT_FSYNC": "0",
+                                         **env}).start()
+
+
+def restart_api(server: GunicornServer) -> GunicornServer:
+    """A new gunicorn on the stopped one's port, stores and settings."""
+    again = GunicornServer(server.log_path.parent, workers=server.workers, env=server.env)
+    again.port, again.base_url = server.port, server.base_url
+    return again.start()
 
 
 def runner_env(base_url: str, logs_dir: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "AGENT_API_BASE": base_url, "AGENT_LOGS_DIR": str(logs_dir), **extra}
+    """The environment of a runner of the service whose stores are in ``logs_dir``. The
+    runner needs only the API; its own folder is ``runner`` beside ``logs_dir``."""
+    return {**os.environ, "AGENT_API_BASE": base_url,
+            "AGENT_RUNNER_DIR": str(logs_dir.parent / "runner"), **extra}
 
 
 def start_runner(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -56,6 +90,31 @@ def get_task(base_url: str, task_id: str) -> dict[str, Any]:
 def metric_records(logs_dir: Path) -> list[dict[str, Any]]:
     path = logs_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def runs(env: dict[str, str]) -> list[dict[str, Any]]:
+    """What the fake agent noted of each of its runs."""
+    path = Path(env["FAKE_AGENT_RUNS"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def task_log(env: dict[str, str], task_id: str) -> Path:
+    return Path(env["AGENT_RUNNER_DIR"]) / "task-logs" / f"task_{task_id}.log"
+
+
+def outbox(env: dict[str, str]) -> list[dict[str, Any]]:
+    """The reports waiting in the runner's outbox."""
+    folder = Path(env["AGENT_RUNNER_DIR"]) / "outbox"
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+
+
+def kill_groups(pids: list[int]) -> None:
+    """SIGKILL the process groups of commands left running by a runner that was killed."""
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def wait_for(condition: Callable[[], T], what: str, timeout: float = WAIT_SECONDS) -> T:

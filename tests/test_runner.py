@@ -1,54 +1,36 @@
 """The runner end to end: real gunicorn, real runner processes, real commands."""
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
-from app.runner import api as runner_api
-from app.runner.api import TaskApi
-from app.runner.worker import Runner
 from tests.runner_support import (
-    WAIT_SECONDS,
     create_task,
     get_task,
     metric_records,
     process_alive,
     run_runner,
     runner_env,
+    runs,
+    start_api,
     start_runner,
+    task_log,
     wait_for,
 )
-from tests.support import GunicornServer
 
-FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
-# Starts a child that ignores SIGTERM, writes its pid to the file named by the direction,
-# says so, then waits for it: only killing the whole group with SIGKILL ends both.
-STUBBORN = ["sh", "-c",
-            '(trap "" TERM; exec sleep 600) & echo $! > "$1.tmp" && mv "$1.tmp" "$1"'
-            ' && echo "child $! started"; wait',
-            "--", "{direction}"]
-FAKE_COMMAND = [sys.executable, str(FAKE_AGENT), "--model", "{model}", "--", "{direction}"]
-ROUTING = {
-    "spec": {"model": "fake/spec", "command": FAKE_COMMAND},
-    "review": {"model": "fake/review", "command": FAKE_COMMAND},
-    "test": {"model": "fake/stubborn", "command": STUBBORN},
-    "impl": {"model": "fake/missing", "command": ["no-such-agent-cli", "--", "{direction}"]},
-}
+SERVER_FILES = {"metrics.jsonl", "metrics.jsonl.lock", "tasks.jsonl", "tasks.jsonl.lock",
+                "gunicorn.out"}
 
 
 @pytest.fixture
 def api(tmp_path: Path, logs_dir: Path) -> Iterator[str]:
-    routing = tmp_path / "routing.json"
-    routing.write_text(json.dumps(ROUTING))
-    server = GunicornServer(logs_dir, env={"AGENT_ROUTING_FILE": str(routing)}).start()
+    server = start_api(tmp_path, logs_dir)
     yield server.base_url
     server.stop()
 
@@ -70,18 +52,26 @@ def pid_file(tmp_path: Path) -> Iterator[Path]:
         os.kill(int(path.read_text()), signal.SIGKILL)
 
 
-def runs(env: dict[str, str]) -> list[dict]:
-    path = Path(env["FAKE_AGENT_RUNS"])
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def server_log(api: str, task_id: str) -> str:
+    response = requests.get(f"{api}/api/agent/tasks/{task_id}/log", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["log"]
 
 
-def test_two_runners_run_each_task_exactly_once(api, env, logs_dir):
+def progressed(api: str, task_id: str) -> dict | None:
+    """The task once a heartbeat brought it progress."""
+    task = get_task(api, task_id)
+    return task if task["progress_pct"] is not None else None
+
+
+def test_two_runners_run_each_task_exactly_once(api, env, logs_dir, tmp_path):
     tasks = {}
-    for number in range(20):
-        direction = f"task-{number} sleep=0.2" + (" exit=3" if number % 4 == 0 else "")
-        task = create_task(api, direction, "spec" if number % 2 else "review")
+    for number in range(200):
+        task = create_task(api, f"task-{number}", "spec" if number % 2 else "review")
         tasks[task["id"]] = task
-    runners = [start_runner(env, "--once", "--workers", "2") for _ in range(2)]
+    runner_envs = [{**env, "AGENT_RUNNER_DIR": str(tmp_path / f"runner-{n}")} for n in (1, 2)]
+    assert not any("AGENT_LOGS_DIR" in each for each in runner_envs)
+    runners = [start_runner(each, "--once", "--workers", "2") for each in runner_envs]
     for runner in runners:
         _, stderr = runner.communicate(timeout=300)
         assert runner.returncode == 0, stderr
@@ -90,23 +80,29 @@ def test_two_runners_run_each_task_exactly_once(api, env, logs_dir):
     directions = Counter(run["options"]["direction"] for run in runs(env))
     assert directions == Counter(task["direction"] for task in tasks.values())
     assert {run["cwd"] for run in runs(env)} == {env["AGENT_WORKDIR"]}
-
     records = metric_records(logs_dir)
     assert Counter(record["task_id"] for record in records) == Counter(list(tasks))
     by_id = {record["task_id"]: record for record in records}
-    for task_id, created in tasks.items():
+    logs = {}
+    for each in runner_envs:
+        logs.update({path.name: path for path in Path(each["AGENT_RUNNER_DIR"], "task-logs")
+                     .iterdir()})
+    for task_id, created in list(tasks.items())[::20]:
         task = get_task(api, task_id)
-        expected = "failed" if "exit=3" in created["direction"] else "completed"
-        assert task["status"] == by_id[task_id]["status"] == expected
+        assert task["status"] == by_id[task_id]["status"] == "completed"
         assert task["model"] == by_id[task_id]["model"] == created["model"]
-        assert f"working on: {created['direction']}\na note on stderr\n" in task["output"]
-        assert ("[exit status 3]" in task["output"]) == (expected == "failed")
         assert task["duration_seconds"] == by_id[task_id]["duration_seconds"]
-        assert 0.2 <= task["duration_seconds"] < 120
-        log_file = logs_dir / f"task_{task_id}.log"
-        assert log_file.read_text() == task["output"]
-    runner_log = (logs_dir / "agent_runner.log").read_text()
-    assert runner_log.count(" finished ") == 20
+        assert f"working on: {created['direction']}\na note on stderr\n" in task["output"]
+        assert logs[f"task_{task_id}.log"].read_text() == task["output"]
+        assert server_log(api, task_id) == task["output"]
+    assert set(logs) == {f"task_{task_id}.log" for task_id in tasks}
+    # The runners wrote nothing where the service keeps its files.
+    assert {path.name for path in logs_dir.iterdir()} == SERVER_FILES | {"task-logs"}
+    assert {path.name for path in (logs_dir / "task-logs").iterdir()} == {
+        f"{task_id}.log" for task_id in tasks}
+    finished = sum((Path(each["AGENT_RUNNER_DIR"]) / "agent_runner.log").read_text()
+                   .count(" finished ") for each in runner_envs)
+    assert finished == 200
 
 
 def test_timeout_kills_the_whole_process_group(api, env, logs_dir, pid_file):
@@ -134,15 +130,42 @@ def test_a_command_that_cannot_start_fails(api, env, logs_dir):
     assert record["task_id"] == task["id"] and record["status"] == "failed"
 
 
-def test_a_log_that_cannot_be_written_fails_the_task(api, env, logs_dir):
-    task = create_task(api, "anything", "spec")
-    (logs_dir / f"task_{task['id']}.log").mkdir()
+def test_a_nul_in_the_direction_fails_the_task_naming_the_error(api, env, logs_dir):
+    task = create_task(api, "before\u0000after", "spec")
     status, stderr = run_runner(env, "--once")
     assert status == 0, stderr
     reported = get_task(api, task["id"])
     assert reported["status"] == "failed"
-    assert reported["output"].startswith(f"[cannot open {logs_dir}/task_{task['id']}.log: ")
+    assert reported["output"] == "[runner error: ValueError: embedded null byte]\n"
+    assert [(r["task_id"], r["status"]) for r in metric_records(logs_dir)] == [
+        (task["id"], "failed")]
+    assert "Traceback" not in stderr and runs(env) == []
+
+
+def test_a_log_that_cannot_be_created_fails_the_task(api, env):
+    task = create_task(api, "anything", "spec")
+    task_log(env, task["id"]).mkdir(parents=True)
+    status, stderr = run_runner(env, "--once")
+    assert status == 0, stderr
+    reported = get_task(api, task["id"])
+    assert reported["status"] == "failed"
+    assert reported["output"].startswith("[runner error: IsADirectoryError: ")
     assert runs(env) == []
+
+
+def test_a_disk_full_while_writing_the_log_fails_the_task(api, env):
+    task = create_task(api, "print=10 sleep=0.5", "spec")
+    log_path = task_log(env, task["id"])
+    log_path.parent.mkdir(parents=True)
+    log_path.symlink_to("/dev/full")
+    status, stderr = run_runner(env, "--once")
+    assert status == 0, stderr
+    reported = get_task(api, task["id"])
+    assert reported["status"] == "failed"
+    assert "working on: print=10 sleep=0.5\n" in reported["output"]
+    assert reported["output"].endswith(
+        "[runner error: OSError: [Errno 28] No space left on device]\n")
+    assert reported["duration_seconds"] < 0.5  # stopped at once, not run to its end
 
 
 def test_a_direction_reaches_the_program_as_one_literal_argument(api, env, tmp_path):
@@ -157,22 +180,34 @@ def test_a_direction_reaches_the_program_as_one_literal_argument(api, env, tmp_p
     assert get_task(api, task["id"])["status"] == "completed"
 
 
-def test_output_reported_is_the_last_64_kib(api, env, logs_dir):
-    task = create_task(api, "print=20000", "spec")
+def test_a_huge_output_is_capped_in_the_log_and_the_report(api, env):
+    env = {**env, "AGENT_TASK_LOG_MAX_BYTES": "65536"}
+    task = create_task(api, "print=500000", "spec")
     status, stderr = run_runner(env, "--once")
     assert status == 0, stderr
-    output = get_task(api, task["id"])["output"]
-    assert len(output.encode()) <= 64 * 1024
-    assert output.endswith("line 19998\nline 19999\n")
-    assert (logs_dir / f"task_{task['id']}.log").read_text().endswith(output)
-    assert (logs_dir / f"task_{task['id']}.log").stat().st_size > 64 * 1024
+    printed = len("working on: print=500000\na note on stderr\n") + sum(
+        len(f"line {number}\n") for number in range(500_000))
+    assert printed > 5_000_000
+    log = task_log(env, task["id"]).read_bytes()
+    head, marker, tail = log.partition(f"\n[... {printed - 65536} bytes left out ...]\n".encode())
+    assert marker, log[32768:32868]
+    assert len(head) == len(tail) == 32768
+    assert head.startswith(b"working on: print=500000\na note on stderr\nline 0\nline 1\n")
+    assert tail.endswith(b"line 499998\nline 499999\n")
+
+    reported = get_task(api, task["id"])
+    assert reported["status"] == "completed"
+    output = reported["output"]
+    assert len(output.encode()) == 64 * 1024
+    assert output.endswith("line 499998\nline 499999\n")
+    assert server_log(api, task["id"]).endswith(output)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_interrupts_running_tasks(api, env, logs_dir, pid_file, signum):
     task = create_task(api, str(pid_file), "test")
     runner = start_runner(env, "--once")
-    log_file = logs_dir / f"task_{task['id']}.log"
+    log_file = task_log(env, task["id"])
     # The output reaches the log while the command runs.
     wait_for(lambda: log_file.exists() and "started" in log_file.read_text(), "output")
     child = int(pid_file.read_text())
@@ -201,70 +236,44 @@ def test_without_once_it_keeps_polling(api, env):
         _, stderr = runner.communicate(timeout=120)
     assert runner.returncode == 128 + signal.SIGTERM, stderr
     assert [run["options"]["direction"] for run in runs(env)] == ["first", "second exit=1"]
+    assert get_task(api, second["id"])["output"].endswith("[exit status 1]\n")
 
 
-class ArrivingTasks(TaskApi):
-    """The API as a runner sees it while ``per_listing`` new tasks arrive with each listing;
-    ``enough`` says when to stop the runner (checked at each listing)."""
+def test_a_decision_comes_back_to_the_command(api, env, logs_dir):
+    task = create_task(api, "ask", "spec")
+    status, stderr = run_runner(env, "--once")
+    assert status == 0, stderr
+    asked = get_task(api, task["id"])
+    assert (asked["status"], asked["decision_prompt"]) == ("needs_decision", "ship it?")
+    assert asked["output"].endswith("::needs-decision:: ship it?\n")  # no note: exit 3 ignored
+    assert metric_records(logs_dir) == []
 
-    def __init__(
-        self, base_url: str, per_listing: int,
-        enough: Callable[[], bool] = lambda: False,
-    ) -> None:
-        super().__init__(base_url)
-        self.runner: Runner | None = None
-        self.per_listing = per_listing
-        self.enough = enough
-        self.arrived: list[dict] = []
-        self.give_up = time.monotonic() + WAIT_SECONDS
-
-    def pending_tasks(self) -> list[dict]:
-        page = super().pending_tasks()
-        for _ in range(self.per_listing):
-            self.arrived.append(create_task(self.base_url, f"new-{len(self.arrived)}", "spec"))
-        if self.enough() or time.monotonic() > self.give_up:
-            self.runner.stop.set()
-        return page
+    answer = requests.patch(f"{api}/api/agent/tasks/{task['id']}", json={"decision": "yes"},
+                            timeout=30)
+    assert answer.status_code == 200, answer.text
+    status, stderr = run_runner(env, "--once")
+    assert status == 0, stderr
+    done = get_task(api, task["id"])
+    assert done["status"] == "completed" and done["output"].endswith("decision: yes\n")
+    assert [run["decision"] for run in runs(env)] == [None, "yes"]
+    assert [(r["task_id"], r["status"]) for r in metric_records(logs_dir)] == [
+        (task["id"], "completed")]
 
 
-def runner_in_process(api: ArrivingTasks, env: dict[str, str], monkeypatch) -> Runner:
-    """A runner in this process, listing pages of three tasks, one task at a time."""
-    monkeypatch.setattr(runner_api, "PENDING_PAGE", 3)
-    monkeypatch.setenv("FAKE_AGENT_RUNS", env["FAKE_AGENT_RUNS"])
-    api.runner = Runner(api, logs_dir=Path(env["AGENT_LOGS_DIR"]),
-                        workdir=Path(env["AGENT_WORKDIR"]), timeout=WAIT_SECONDS, workers=1)
-    return api.runner
-
-
-def test_once_runs_every_task_pending_at_start_page_by_page(api, env, monkeypatch):
-    pending = [create_task(api, f"old-{number}", "spec") for number in range(8)]
-    arriving = ArrivingTasks(api, per_listing=1)
-    runner = runner_in_process(arriving, env, monkeypatch)
+def test_heartbeats_carry_progress_and_output_and_renew_the_lease(api, env):
+    task = create_task(api, "progress=40:compiling sleep=6", "spec")
+    runner = start_runner(env, "--once", "--lease-seconds", "6")
     try:
-        runner.drain()
+        seen = wait_for(lambda: progressed(api, task["id"]), "the first heartbeat", timeout=10)
+        assert seen["status"] == "running" and seen["current_step"] == "compiling"
+        assert "working on: progress=40:compiling sleep=6\n" in server_log(api, task["id"])
+        wait_for(lambda: get_task(api, task["id"])["lease_expires_at"]
+                 > seen["lease_expires_at"], "a renewed lease", timeout=10)
+        _, stderr = runner.communicate(timeout=60)
     finally:
-        runner.close()
-    ran = [run["options"]["direction"] for run in runs(env)]
-    assert ran == [task["direction"] for task in pending]
-    assert {get_task(api, task["id"])["status"] for task in pending} == {"completed"}
-    assert len(arriving.arrived) >= 3
-    assert {get_task(api, task["id"])["status"] for task in arriving.arrived} == {"pending"}
-
-
-def test_polling_runs_the_oldest_tasks_first(api, env, monkeypatch):
-    pending = [create_task(api, f"old-{number}", "spec") for number in range(5)]
-
-    def all_done() -> bool:
-        return all(get_task(api, task["id"])["status"] == "completed" for task in pending)
-
-    # More tasks arrive with each listing than a page holds: listing the newest first,
-    # the runner would never see the old ones.
-    arriving = ArrivingTasks(api, per_listing=4, enough=all_done)
-    runner = runner_in_process(arriving, env, monkeypatch)
-    try:
-        runner.poll(0.1)
-    finally:
-        runner.close()
-    assert all_done()
-    ran = [run["options"]["direction"] for run in runs(env)]
-    assert ran[:5] == [task["direction"] for task in pending]
+        runner.kill()
+    assert runner.returncode == 0, stderr
+    done = get_task(api, task["id"])
+    assert done["status"] == "completed"
+    # Each part of the output reached the service once: by heartbeat, or with the report.
+    assert server_log(api, task["id"]) == done["output"] == task_log(env, task["id"]).read_text()

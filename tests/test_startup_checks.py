@@ -122,7 +122,7 @@ def test_keep_days_0_needs_yes(env, logs_dir) -> None:
     ({"AGENT_API_TOKEN": f"{GOOD_TOKEN}\n"}, "AGENT_API_TOKEN"),
     ({"AGENT_API_TOKEN": "short"}, "AGENT_API_TOKEN"),
     ({"AGENT_TASK_TIMEOUT": "abc"}, "AGENT_TASK_TIMEOUT"),
-    ({"METRICS_WINDOW_DAYS": "abc"}, "METRICS_WINDOW_DAYS"),
+    ({"AGENT_TASK_LOG_MAX_BYTES": "10"}, "AGENT_TASK_LOG_MAX_BYTES"),
 ])
 def test_the_runner_refuses_settings_in_one_line_with_status_2(env, setting, expected) -> None:
     result = run([sys.executable, str(RUNNER), "--once"],

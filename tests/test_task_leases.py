@@ -176,3 +176,29 @@ def test_no_two_claims_get_the_same_task_across_gunicorn_workers(logs_dir: Path)
         server.stop()
     assert sorted(claimed) == sorted(created)
     assert len(records(logs_dir)) == 40
+
+
+def test_a_late_heartbeat_takes_the_task_back_while_no_one_else_has(client, clock) -> None:
+    task_id = create(client)
+    claim(client, "r1", lease_seconds=10)
+    clock.advance(seconds=11)
+    assert client.get(f"/api/agent/tasks/{task_id}").json["status"] == "pending"
+    beat = patch(client, task_id, runner_id="r1", progress_pct=50)
+    assert beat.status_code == 200
+    assert (beat.json["status"], beat.json["runner_id"], beat.json["attempts"]) == (
+        "running", "r1", 1)
+    assert beat.json["lease_expires_at"] == "2026-03-01T12:00:21.000000+00:00"
+    clock.advance(seconds=11)
+    assert claim(client, "r2").json["id"] == task_id
+    assert patch(client, task_id, runner_id="r1").status_code == 409
+
+
+def test_the_same_needs_decision_report_twice(client) -> None:
+    task_id = create(client)
+    claim(client, "r1")
+    body = {"runner_id": "r1", "status": "needs_decision", "decision_prompt": "ship it?"}
+    assert patch(client, task_id, **body).status_code == 200
+    again = patch(client, task_id, **body)
+    assert again.status_code == 200 and again.json["status"] == "needs_decision"
+    assert patch(client, task_id, runner_id="r2", **{
+        k: v for k, v in body.items() if k != "runner_id"}).status_code == 409

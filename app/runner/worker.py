@@ -1,152 +1,170 @@
-"""Claim, run, record, report: what the runner does with each pending task.
+"""Claim, run, report: what each of the runner's worker threads does.
 
-A task is claimed only when a worker thread is free to run it, so runners sharing a
-queue split it by who has room. The metric is recorded here before the report is sent
-(``record_task`` keeps one record per task, so the API's own recording of the same
-report changes nothing) and therefore survives a report that does not get through.
+A worker claims a task only when it is free to run it, so runners sharing a queue split
+it by who has room. Each worker claims under a ``runner_id`` of its own; a claim
+repeated under the same id returns the task it holds, so a claim whose answer was lost
+takes nothing more. A worker takes a new id after a report the service did not take:
+the service still sees the old id holding that task, and would hand it back.
 """
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.clock import parse_iso
 from app.runner.api import ApiError, TaskApi
-from app.runner.execution import Outcome, run_command
-from app.services import metrics_service
+from app.runner.conventions import decision_prompt
+from app.runner.execution import Ended, Limits, run_command, runner_error
+from app.runner.folder import RunnerFolder
+from app.runner.heartbeat import Heartbeat
+from app.runner.output import TaskOutput
+from app.runner.reports import Reports
 
 log = logging.getLogger(__name__)
 
+HIDDEN_FROM_COMMANDS = ("AGENT_API_TOKEN", "AGENT_DECISION")
+"""The token stays with the runner; ``AGENT_DECISION`` is set per task."""
 
-def task_log_path(logs_dir: Path, task_id: str) -> Path:
-    return logs_dir / f"task_{task_id}.log"
+
+def new_runner_id(worker: int) -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}-w{worker}"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    workdir: Path
+    timeout: float
+    lease_seconds: int
+    log_max_bytes: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    """``completed``, ``failed`` or ``needs_decision``."""
+    duration_seconds: float
+    decision_prompt: str | None
 
 
 class Runner:
-    """Runs tasks on a pool of ``workers`` threads, each task's command a process."""
+    """Runs tasks on ``workers`` threads, each task's command a process."""
 
-    def __init__(
-        self, api: TaskApi, *, logs_dir: Path, workdir: Path, timeout: float, workers: int
-    ) -> None:
+    def __init__(self, api: TaskApi, reports: Reports, folder: RunnerFolder,
+                 settings: RunSettings, *, workers: int) -> None:
         self.api = api
-        self.logs_dir = logs_dir
-        self.workdir = workdir
-        self.timeout = timeout
+        self.reports = reports
+        self.folder = folder
+        self.settings = settings
+        self.workers = workers
         self.stop = threading.Event()
         """Set to stop claiming and interrupt the commands that are running."""
-        self.undelivered: list[str] = []
-        """Ids of tasks whose report did not get through."""
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
-        self._queued: set[str] = set()
-        self._guard = threading.Lock()
+        self.claims_failed = False
+        """Whether a worker of ``--once`` stopped because it could not claim."""
 
-    def drain(self) -> None:
-        """Run every task that is pending now, then return (``--once``).
+    def run(self, *, once: bool, interval: float) -> None:
+        """Claim and run tasks until none is pending (``once``) or until stopped."""
+        threads = [threading.Thread(target=self._work, args=(number, once, interval),
+                                    name=f"worker-{number}")
+                   for number in range(1, self.workers + 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
-        The cutoff is the creation time of the newest task pending at the start. Pages
-        of the oldest pending tasks are then listed and run, leaving out tasks created
-        after the cutoff and tasks already tried, until a page has none left: so however
-        many are pending, and however many arrive meanwhile, each task pending at the
-        start is tried once and nothing newer is.
-        """
-        newest = self.api.newest_pending()
-        if newest is None:
-            return
-        cutoff = parse_iso(newest["created_at"])
-        attempted: set[str] = set()
-        while not self.stop.is_set():
-            batch = [task for task in self.api.pending_tasks() if task["id"] not in attempted
-                     and parse_iso(task["created_at"]) <= cutoff]
-            if not batch:
-                return
-            attempted.update(task["id"] for task in batch)
-            wait(self._enqueue(batch))
-
-    def poll(self, interval: float) -> None:
-        """List pending tasks every ``interval`` seconds and run them, until stopped.
-
-        Each listing is of the oldest pending tasks, so a steady flow of new tasks
-        cannot keep old ones waiting. If the very first listing fails, the ApiError is
-        raised: the runner is probably pointed at the wrong place. Later failures are
-        logged and listing goes on.
-        """
-        reached = False
+    def _work(self, number: int, once: bool, interval: float) -> None:
+        runner_id = new_runner_id(number)
         while not self.stop.is_set():
             try:
-                tasks = self.api.pending_tasks()
+                task = self.api.claim(runner_id, self.settings.lease_seconds)
             except ApiError as exc:
-                if not reached:
-                    raise
-                log.warning("%s; listing again in %g s", exc, interval)
-            else:
-                reached = True
-                self._enqueue(tasks)
-            self.stop.wait(interval)
+                if once:
+                    log.error("%s", exc)
+                    self.claims_failed = True
+                    return
+                log.warning("%s; claiming again in %g s", exc, interval)
+                self.stop.wait(interval)
+                continue
+            if task is None:
+                if once:
+                    return
+                self.stop.wait(interval)
+                continue
+            try:
+                settled = self.handle(task, runner_id)
+            except Exception:
+                log.error("task %s: unexpected error while reporting", task.get("id"),
+                          exc_info=True)
+                settled = False
+            if not settled:
+                runner_id = new_runner_id(number)
 
-    def close(self) -> None:
-        """Drop tasks not yet claimed and wait for the running ones to be reported."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def _enqueue(self, tasks: list[dict[str, Any]]) -> list[Future[None]]:
-        futures = []
-        with self._guard:
-            for task in tasks:
-                if task["id"] not in self._queued:
-                    self._queued.add(task["id"])
-                    futures.append(self._pool.submit(self._handle_queued, task))
-        return futures
-
-    def _handle_queued(self, task: dict[str, Any]) -> None:
-        try:
-            self.handle(task)
-        except Exception:
-            log.exception("task %s: unexpected error", task.get("id"))
-        finally:
-            with self._guard:
-                self._queued.discard(task["id"])
-
-    def handle(self, listed: dict[str, Any]) -> None:
-        """Claim a listed task, run its command, record its metric, report it."""
-        task_id = listed["id"]
-        if self.stop.is_set():
-            return
-        try:
-            task = self.api.claim(task_id)
-        except ApiError as exc:
-            log.warning("task %s not claimed: %s", task_id, exc)
-            return
-        if task is None:
-            log.debug("task %s: claimed by another runner, skipped", task_id)
-            return
-        log_path = task_log_path(self.logs_dir, task_id)
+    def handle(self, task: dict[str, Any], runner_id: str) -> bool:
+        """Run a claimed task and report it; whether the report is settled (or there was
+        nothing to report: the lease was lost)."""
+        task_id = task["id"]
         log.info("started %s %s %s", task_id, task["task_type"], task["model"])
-        log.debug("task %s: running %s, output in %s", task_id, task["command"], log_path)
-        outcome = run_command(
-            task["command"], log_path, workdir=self.workdir, timeout=self.timeout, stop=self.stop
-        )
+        output = TaskOutput()
+        outcome = self._execute(task, runner_id, output)
+        if outcome is None:
+            return True
         log.info("finished %s %s %s %s in %.2f s", task_id, task["task_type"], task["model"],
                  outcome.status, outcome.duration_seconds)
-        self._record(task, outcome)
-        self._report(task_id, outcome, log_path)
+        body: dict[str, Any] = {"runner_id": runner_id, "status": outcome.status,
+                                "output": output.text(),
+                                "duration_seconds": outcome.duration_seconds}
+        rest = output.rest()
+        if rest:
+            body["log_append"] = rest
+        if outcome.decision_prompt is not None:
+            body["decision_prompt"] = outcome.decision_prompt
+        return self.reports.submit(task_id, body)
 
-    def _record(self, task: dict[str, Any], outcome: Outcome) -> None:
+    def _execute(self, task: dict[str, Any], runner_id: str,
+                 output: TaskOutput) -> Outcome | None:
+        """Run the command and judge how it went; None if the lease was lost. Whatever
+        goes wrong in the runner meanwhile fails the task, with a note naming the error."""
+        limits = Limits(self.settings.timeout, self.stop, threading.Event())
+        started = time.monotonic()
+        finished: float | None = None  # before waiting for a heartbeat on its way
         try:
-            metrics_service.record_task(
-                task["id"], task["task_type"], task["model"],
-                outcome.duration_seconds, outcome.status, logs_dir=self.logs_dir,
-            )
-        except (OSError, ValueError) as exc:
-            log.error("task %s: metric not recorded: %s", task["id"], exc)
+            output.open_log(self.folder.task_log(task["id"]), self.settings.log_max_bytes)
+            log.debug("task %s: running %s", task["id"], task["command"])
+            with Heartbeat(self.api, task["id"], runner_id, output=output, lost=limits.lost,
+                           interval=self.settings.lease_seconds / 3):
+                ended = run_command(task["command"], output, workdir=self.settings.workdir,
+                                    env=command_env(task.get("decision")), limits=limits)
+                finished = time.monotonic()
+        except Exception as exc:  # whatever it is, the task ends failed, not running
+            log.error("task %s: %s", task["id"], runner_error(exc), exc_info=True)
+            ended = Ended(None, runner_error(exc))
+        duration = round((finished or time.monotonic()) - started, 6)
+        if limits.lost.is_set():
+            output.note(ended.note or "stopped: another runner holds the task now")
+            output.close_log()
+            return None
+        prompt = decision_prompt(output.text()) if ended.exit_code is not None else None
+        note = None if prompt else ended.note
+        if note:
+            output.note(note)
+        output.close_log()
+        if output.log_error is not None and note is None:
+            log.error("task %s: %s", task["id"], runner_error(output.log_error))
+            prompt, note = None, runner_error(output.log_error)
+            output.note(note)
+        status = "needs_decision" if prompt else "failed" if note else "completed"
+        return Outcome(status, duration, prompt)
 
-    def _report(self, task_id: str, outcome: Outcome, log_path: Path) -> None:
-        try:
-            self.api.report(task_id, outcome.status, outcome.output, outcome.duration_seconds)
-        except ApiError as exc:
-            log.error("task %s: report of status %s not delivered (%s); "
-                      "left for the operator, output in %s",
-                      task_id, outcome.status, exc, log_path)
-            with self._guard:
-                self.undelivered.append(task_id)
+
+def command_env(decision: str | None) -> dict[str, str]:
+    """The runner's environment for a command, with the task's decision if it has one."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in HIDDEN_FROM_COMMANDS}
+    if decision is not None:
+        env["AGENT_DECISION"] = decision
+    return env

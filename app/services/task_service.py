@@ -48,6 +48,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+REPORTED_STATUSES = (*FINAL_STATUSES, "needs_decision")
+"""What a runner reports a task ended with; the same report twice changes nothing."""
+
 log = logging.getLogger(__name__)
 
 
@@ -391,8 +394,9 @@ class TaskService:
         """Change a task as a PATCH asks; a final status also records its metric.
 
         With ``runner_id``: a task another runner holds under a live lease is refused;
-        the runner holding it renews its lease (no ``status``, or ``running``); a claim
-        (``running``) takes a lease; the same final report sent again changes nothing.
+        the runner holding it renews its lease (no ``status``, or ``running``), also
+        after the lease ran out if no one has claimed the task since; a claim
+        (``running``) takes a lease; the same report sent again changes nothing.
         Without it (a person), transitions follow the table alone, and ``running``
         takes no lease. Without ``status``, the other fields update a task not yet
         final. ``decision`` answers a task that ``needs_decision``: it goes back to
@@ -411,8 +415,13 @@ class TaskService:
             if decision is not None:
                 return self._decide(task, decision, status, fields, now)
             renewing = runner_id is not None and status in (None, "running")
-            if status is None or (renewing and held_by == runner_id):
-                if renewing:
+            resuming = (renewing and task["status"] == "pending"
+                        and task.get("runner_id") == runner_id)
+            if status is None or (renewing and held_by == runner_id) or resuming:
+                if resuming:  # its lease ran out, and no one has claimed the task since
+                    fields.update(status="running", **lease(runner_id, task["lease_seconds"],
+                                                            now))
+                elif renewing:
                     if held_by != runner_id:
                         raise IllegalTransition(f"Task {task_id} is not running under a "
                                                 f"lease of runner {runner_id}.")
@@ -421,9 +430,9 @@ class TaskService:
                     raise IllegalTransition(f"Task {task_id} is {task['status']} already.")
                 self._log_output(task_id, log_append)
                 return self._write(task, fields, now)
-            if (runner_id is not None and status == task["status"] in FINAL_STATUSES
+            if (runner_id is not None and status == task["status"] in REPORTED_STATUSES
                     and task.get("runner_id") == runner_id):
-                return self._with_command(task)
+                return self._with_command(task)  # a report sent again
             if status not in TRANSITIONS[task["status"]]:
                 raise IllegalTransition(
                     f"Task {task_id} cannot go from {task['status']} to {status}."

@@ -1,0 +1,133 @@
+"""Where a command's output goes as the runner reads it from the pipe.
+
+Four places, each bounded: the task's log file (:class:`CappedLog`), the end of the
+output for the final report, the part not yet sent to the service (heartbeats carry it
+as ``log_append``), and the latest ``::progress::`` line. The reading thread writes; the
+heartbeat thread takes what is due; a lock keeps the two apart.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from app.runner.conventions import PROGRESS_MARK, Progress, parse_progress
+from app.runner.tail import Tail, complete_utf8, text_within
+from app.runner.task_log import CappedLog, left_out_line
+
+OUTPUT_LIMIT_BYTES = 64 * 1024
+"""The end of the output a final report carries."""
+LOG_APPEND_LIMIT_BYTES = 256 * 1024
+"""The most output one PATCH carries; the newest part when more is due."""
+LEFT_OUT_ROOM = 64
+"""Room kept in ``LOG_APPEND_LIMIT_BYTES`` for the line saying what was left out."""
+MAX_LINE_BYTES = 4096
+"""Longer lines are never progress lines, so no more of a line is kept to look at."""
+
+
+class TaskOutput:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._log: CappedLog | None = None
+        self.log_error: OSError | None = None
+        """Why the log could not be written, once it could not (it is then dropped)."""
+        self._reported = Tail(OUTPUT_LIMIT_BYTES)
+        self._unsent = Tail(LOG_APPEND_LIMIT_BYTES - LEFT_OUT_ROOM)
+        self._sent_upto = 0
+        self._line = bytearray()
+        self._progress: Progress | None = None
+        self._ends_line = True
+
+    def open_log(self, path: Path, max_bytes: int) -> None:
+        """Start the log file (OSError if it cannot be created)."""
+        self._log = CappedLog(path, max_bytes)
+
+    def write(self, data: bytes) -> None:
+        """Take a chunk of output. A log file that cannot be written is dropped, and the
+        error kept in :attr:`log_error`; the output still goes everywhere else."""
+        with self._lock:
+            self._reported.append(data)
+            self._unsent.append(data)
+            self._scan_lines(data)
+            self._ends_line = data.endswith(b"\n")
+            if self._log is not None:
+                try:
+                    self._log.write(data)
+                except OSError as exc:
+                    self._drop_log(exc)
+
+    def note(self, text: str) -> None:
+        """Add ``[text]`` on a line of its own at the end of the output."""
+        self.write(("" if self._ends_line else "\n").encode() + f"[{text}]\n".encode())
+
+    def close_log(self) -> None:
+        with self._lock:
+            if self._log is not None:
+                try:
+                    self._log.close()
+                except OSError as exc:
+                    self.log_error = self.log_error or exc
+                self._log = None
+
+    def text(self) -> str:
+        """The end of the output: at most ``OUTPUT_LIMIT_BYTES`` of UTF-8."""
+        with self._lock:
+            return text_within(self._reported.since(), OUTPUT_LIMIT_BYTES)
+
+    def update(self) -> tuple[dict[str, Any], int]:
+        """The fields a heartbeat should carry now (latest progress, ``log_append``), and
+        the offset to pass to :meth:`sent` once the service has them. A character still
+        being read is left for the next time."""
+        with self._lock:
+            fields: dict[str, Any] = {}
+            if self._progress is not None:
+                fields["progress_pct"] = self._progress.pct
+                if self._progress.step:
+                    fields["current_step"] = self._progress.step
+            text, offset = self._unsent_text(final=False)
+            if text:
+                fields["log_append"] = text
+            return fields, offset
+
+    def rest(self) -> str:
+        """What the service has not been sent yet, once the output has ended."""
+        with self._lock:
+            return self._unsent_text(final=True)[0]
+
+    def _unsent_text(self, *, final: bool) -> tuple[str, int]:
+        """The newest output not yet sent, within ``LOG_APPEND_LIMIT_BYTES``, after a line
+        saying how much was left out if more was due; and the offset it ends at."""
+        due = self._unsent.since(self._sent_upto)
+        if not final:
+            due = due[:complete_utf8(due)]
+        left_out = max(self._unsent.start - self._sent_upto, 0)
+        text = text_within(due, self._unsent.limit)
+        if left_out:
+            text = left_out_line(left_out).decode() + text
+        return text, max(self._sent_upto, self._unsent.start) + len(due)
+
+    def sent(self, offset: int) -> None:
+        """The service has the output up to ``offset``."""
+        with self._lock:
+            self._sent_upto = max(self._sent_upto, offset)
+
+    def _drop_log(self, exc: OSError) -> None:
+        self.log_error = exc
+        log, self._log = self._log, None
+        try:
+            log.close()
+        except OSError:
+            pass  # the error that matters is the first one, kept above
+
+    def _scan_lines(self, data: bytes) -> None:
+        *complete, rest = data.split(b"\n")
+        for part in complete:
+            line = bytes(self._line + part)
+            self._line.clear()
+            if line.startswith(PROGRESS_MARK):
+                progress = parse_progress(line.decode("utf-8", "replace"))
+                self._progress = progress or self._progress
+        if len(self._line) + len(rest) <= MAX_LINE_BYTES:
+            self._line += rest
+        else:
+            self._line[:] = b"\0"  # not a progress line, whatever follows

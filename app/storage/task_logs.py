@@ -8,6 +8,7 @@ never interleave or cut each other's text.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -24,9 +25,11 @@ class TaskLogs:
         self.max_bytes = max_bytes
 
     def _path(self, task_id: str) -> Path:
-        if not SAFE_ID.match(task_id):
-            raise ValueError(f"not a task id: {task_id[:40]!r}")
-        return self.folder / f"{task_id}.log"
+        """The task's file; an id that is not a safe file name (a task line written by
+        hand may hold any id) is named by its hash instead."""
+        name = task_id if SAFE_ID.match(task_id) else hashlib.sha256(
+            task_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return self.folder / f"{name}.log"
 
     def append(self, task_id: str, text: str) -> None:
         """Add ``text`` to the task's log, keeping the last ``max_bytes``."""
@@ -67,5 +70,5 @@ class TaskLogs:
         for task_id in task_ids:
             try:
                 self._path(task_id).unlink()
-            except (FileNotFoundError, ValueError):
+            except FileNotFoundError:
                 pass

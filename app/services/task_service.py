@@ -95,6 +95,13 @@ def merged_state(
     return state if is_task_state(state) else None
 
 
+def _mark(ids: set[str], task_id: str, member: bool) -> None:
+    if member:
+        ids.add(task_id)
+    else:
+        ids.discard(task_id)
+
+
 class TaskNotFound(LookupError):
     pass
 
@@ -133,6 +140,9 @@ class TaskService:
         self._tasks: dict[str, dict[str, Any]] = {}
         self._unrecorded: set[str] = set()
         """Final tasks whose metric record is not known to be written yet."""
+        self._leased: set[str] = set()
+        """Running tasks under a lease: the only ones whose lease can expire, so reads
+        look for due expiries among them, not among every task."""
 
     def close_files(self) -> None:
         """Close the store's file; the next call reopens it and goes on where it was."""
@@ -144,16 +154,15 @@ class TaskService:
         with self._guard:
             for batch in self._reader.poll():
                 if batch.reset:
-                    self._tasks, self._unrecorded = {}, set()
+                    self._tasks, self._unrecorded, self._leased = {}, set(), set()
                 for _, line in batch.records:
                     state = merged_state(self._tasks, line)
                     if state is None:
                         continue
                     self._tasks[state["id"]] = state
-                    if state.get("recorded") is False:
-                        self._unrecorded.add(state["id"])
-                    else:
-                        self._unrecorded.discard(state["id"])
+                    _mark(self._unrecorded, state["id"], state.get("recorded") is False)
+                    _mark(self._leased, state["id"], state["status"] == "running"
+                          and state.get("lease_expires_at") is not None)
 
     def compact(self, keep_days: int) -> CompactionReport:
         """Rewrite the store as one line per task: its latest state.
@@ -243,11 +252,9 @@ class TaskService:
 
     def _due(self, task_id: str | None) -> list[dict[str, Any]]:
         now = self.clock()
-        if task_id is not None:
-            candidates = [self._tasks[task_id]] if task_id in self._tasks else []
-        else:
-            candidates = list(self._tasks.values())
-        return [task for task in candidates if lease_expired(task, now)]
+        leased = self._leased if task_id is None else self._leased & {task_id}
+        return [self._tasks[leased_id] for leased_id in sorted(leased)
+                if lease_expired(self._tasks[leased_id], now)]
 
     def _settle(self, task_id: str | None = None) -> None:
         """Apply what is due: lease expiries (of one task, or of every task), which send
@@ -349,8 +356,9 @@ class TaskService:
             self._settle()
             now = self.clock()
             order = self._claim_order
-            held = sorted((task for task in self._tasks.values()
-                           if holder(task, now) == runner_id), key=order)
+            leased = (self._tasks[task_id] for task_id in self._leased)
+            held = sorted((task for task in leased if holder(task, now) == runner_id),
+                          key=order)
             if held:
                 return self._with_command(held[0])
             pending = [task for task in self._tasks.values() if task["status"] == "pending"

@@ -17,6 +17,7 @@ from app.services import Services
 from app.services.metrics_service import MetricsService
 from app.services.routing import load_routing
 from app.services.task_service import TaskService
+from app.storage.backends import open_stores
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -29,18 +30,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(config.from_env(), CLOCK=utc_now)
     if test_config:
         app.config.from_mapping(test_config)
-    logs_dir = app.config["AGENT_LOGS_DIR"]
-    clock, fsync = app.config["CLOCK"], app.config["AGENT_FSYNC"]
-    metrics = MetricsService(config.metrics_path(logs_dir), clock=clock, fsync=fsync,
+    clock = app.config["CLOCK"]
+    task_store, metric_store = open_stores(app.config)
+    metrics = MetricsService(metric_store, clock=clock,
                              window_days=app.config["METRICS_WINDOW_DAYS"])
     tasks = TaskService(
-        config.tasks_path(logs_dir),
+        task_store,
         # Read on first use, so that commands that need no routing (``metrics show``)
         # work with any routing file; a server checks it before it starts (app.serving).
         routing=cache(partial(load_routing, app.config["AGENT_ROUTING_FILE"])),
         metrics=metrics,
         clock=clock,
-        fsync=fsync,
         max_attempts=app.config["AGENT_MAX_ATTEMPTS"],
     )
     app.extensions["agent"] = Services(tasks=tasks, metrics=metrics)

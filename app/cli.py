@@ -1,4 +1,4 @@
-"""``flask`` commands: ``flask --app wsgi metrics ...`` and ``flask --app wsgi tasks ...``.
+"""``flask`` commands: ``flask --app wsgi metrics|tasks|db|store ...``.
 
 The click groups are defined here once; commands for either store attach to them.
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,13 +15,18 @@ from flask.cli import AppGroup
 
 from app.models.metrics import MetricsAggregatesSchema
 from app.services import Services
-from app.services.retention import CompactionReport
+from app.storage.retention import CompactionReport
 from app.storage import StoreUnavailable
+from app.storage.postgres import PostgresDatabase
+from app.storage.postgres import schema
+from app.storage.postgres.copy import copy_stores
 
 DEFAULT_KEEP_DAYS = 30
 
 metrics_cli = AppGroup("metrics", help="Work with the metrics store.")
 tasks_cli = AppGroup("tasks", help="Work with the task store.")
+db_cli = AppGroup("db", help="Work with the PostgreSQL database named by AGENT_DATABASE_URL.")
+store_cli = AppGroup("store", help="Move stores between backends.")
 
 keep_days_option = click.option(
     "--keep-days", type=click.IntRange(min=0), default=DEFAULT_KEEP_DAYS, show_default=True,
@@ -116,6 +122,46 @@ def show(window_days: int | None, as_json: bool) -> None:
         click.echo(render(aggregates))
 
 
+def _database() -> PostgresDatabase:
+    url = current_app.config["AGENT_DATABASE_URL"]
+    if not url:
+        raise click.UsageError("AGENT_DATABASE_URL is not set: name the PostgreSQL database, "
+                               "e.g. AGENT_DATABASE_URL=postgresql://user:password@host/agent")
+    return PostgresDatabase(url)
+
+
+@db_cli.command("upgrade")
+def upgrade_database() -> None:
+    """Create the schema, or bring it to this release's version (nothing is dropped)."""
+    database = _database()
+    try:
+        with database.connect() as conn:
+            before, after = schema.upgrade(conn)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    if before == after:
+        click.echo(f"{database.location}: schema version {after}, up to date")
+    else:
+        click.echo(f"{database.location}: schema upgraded from version {before} to {after}")
+
+
+@store_cli.command("copy")
+@click.option("--from", "source", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The folder holding metrics.jsonl and tasks.jsonl (an AGENT_LOGS_DIR).")
+def copy_store(source: Path) -> None:
+    """Copy the JSONL stores of a folder into the database. Run it again after an
+    interruption: what is there already is left alone, so nothing doubles."""
+    database = _database()
+    try:
+        counts = copy_stores(source, database)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        database.close()
+    click.echo(f"{source} -> {database.location}: {counts.summary()}")
+
+
 def init_app(app: Flask) -> None:
-    app.cli.add_command(metrics_cli)
-    app.cli.add_command(tasks_cli)
+    for group in (metrics_cli, tasks_cli, db_cli, store_cli):
+        app.cli.add_command(group)

@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_ALLOWED_HOSTS": ("localhost", "127.0.0.1", "::1"),
     "AGENT_METRICS_MAX_MODELS": 100,
     "AGENT_MAX_ATTEMPTS": 3,
+    "AGENT_DATABASE_URL": None,
+    "AGENT_DATABASE_POOL_SIZE": 8,
 }
 ANY_HOST = "*"
 MIN_TOKEN_CHARS = 16
@@ -82,6 +84,16 @@ def api_token(env: Any) -> str | None:
     return token
 
 
+def database_url(env: Any) -> str | None:
+    """``AGENT_DATABASE_URL`` if set: a ``postgresql://`` URL (the message never repeats
+    it, since it may hold a password)."""
+    url = env.get("AGENT_DATABASE_URL") or None
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("AGENT_DATABASE_URL must be a postgresql:// URL, e.g. "
+                          "postgresql://user:password@host:5432/agent")
+    return url
+
+
 def host_names(text: str) -> tuple[str, ...]:
     """``AGENT_ALLOWED_HOSTS``: comma-separated host names, lower-cased, ports dropped."""
     names = tuple(host_without_port(part.strip()) for part in text.split(",") if part.strip())
@@ -123,6 +135,10 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
             env, "AGENT_METRICS_MAX_MODELS", 1, 10_000)
     if env.get("AGENT_MAX_ATTEMPTS"):
         config["AGENT_MAX_ATTEMPTS"] = whole_number(env, "AGENT_MAX_ATTEMPTS", 1, 100)
+    config["AGENT_DATABASE_URL"] = database_url(env)
+    if env.get("AGENT_DATABASE_POOL_SIZE"):
+        config["AGENT_DATABASE_POOL_SIZE"] = whole_number(env, "AGENT_DATABASE_POOL_SIZE", 1,
+                                                          1000)
     return config
 
 

@@ -24,6 +24,7 @@ import orjson
 import requests
 
 from app.services.metrics_service import MetricsService
+from app.storage.jsonl_metrics import JsonlMetricStore
 from bench.full_rescan import full_rescan
 from bench.store import write_store
 from tests.support import GunicornServer
@@ -63,7 +64,7 @@ def measure_server(logs_dir: Path, workers: int, window_days: int, requests_coun
 
 
 def _writer(path: str, writer: int, count: int, ready, start, report) -> None:
-    service = MetricsService(path)
+    service = MetricsService(JsonlMetricStore(path))
     service.record_task(f"bench-warmup-{writer}", "impl", "bench/model", 1.0, "completed")
     ready.wait()
     start.wait()
@@ -120,7 +121,8 @@ def main() -> None:
         print(f"store: {args.records:,} records over {args.days:g} days, {size_mb:.0f} MB "
               f"(generated in {generated:.1f} s)", flush=True)
         rescan, expected = timed(lambda: full_rescan(store, args.window_days))
-        cold, _ = timed(lambda: MetricsService(store).get_aggregates(args.window_days))
+        cold, _ = timed(lambda: MetricsService(JsonlMetricStore(store)).get_aggregates(
+            args.window_days))
         server = measure_server(logs_dir, args.workers, args.window_days, args.requests)
         for key in ("success_rate", "by_task_type", "by_model"):
             assert server["answer"][key] == expected[key], key

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskCliRunner, FlaskClient
 
 from app import create_app
+from tests.postgres_support import PostgresServer, postgres_bin_dir
 from tests.support import FakeClock, GunicornServer
 
 
@@ -20,8 +22,34 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+BACKENDS = ("jsonl", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backend(*names): run the test against these store backends only (a test "
+        "of one backend's own behaviour, such as its files on disk)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the stores (through ``logs_dir``: the app, the client, the
+    servers, the runners) runs once per backend, unless marked for some only."""
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("backend")
+        metafunc.parametrize("backend", only.args if only else BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def logs_dir(tmp_path: Path) -> Path:
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The store backend of this run of the test: with PostgreSQL, a fresh database named
+    in AGENT_DATABASE_URL, which the app, gunicorn and the commands all read."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("AGENT_DATABASE_URL", request.getfixturevalue("database_url"))
+    return request.param
+
+
+@pytest.fixture
+def logs_dir(tmp_path: Path, backend: str) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
     return path
@@ -53,3 +81,26 @@ def server(logs_dir: Path) -> Iterator[GunicornServer]:
     running = GunicornServer(logs_dir).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole session, in a cluster of its own on a free port."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.fail("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb, no "
+                    "initdb on PATH); .ci/run installs Debian's postgresql package "
+                    "(apt-get install postgresql)")
+    with PostgresServer(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh, empty database, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex}"
+    url = postgres_server.create_database(name)
+    yield url
+    if not postgres_server.is_running():  # the test stopped or killed the shared server
+        postgres_server.start()
+    postgres_server.drop_database(name)

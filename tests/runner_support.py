@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from tests.stores import database_url, stored_records
 from tests.support import ROOT, GunicornServer
 
 T = TypeVar("T")
@@ -88,6 +89,10 @@ def get_task(base_url: str, task_id: str) -> dict[str, Any]:
 
 
 def metric_records(logs_dir: Path) -> list[dict[str, Any]]:
+    """Every record stored: each line of the JSONL file (a repeated record would show),
+    or each row of the database (where a unique constraint allows one per task)."""
+    if database_url():
+        return stored_records(logs_dir)
     path = logs_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

@@ -7,9 +7,14 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
+
+from app.clock import utc_now
+from app.services.metrics_service import MetricsService
+from app.storage.jsonl_metrics import JsonlMetricStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,3 +87,9 @@ class GunicornServer:
 
     def stop(self) -> None:
         stop_process(self.process, grace_seconds=15)
+
+
+def jsonl_metrics(path: Path, clock: Callable[[], datetime] | None = None, *,
+                  fsync: bool = False) -> MetricsService:
+    """A metrics service on the JSONL store at ``path``."""
+    return MetricsService(JsonlMetricStore(path, fsync=fsync), clock=clock or utc_now)

@@ -9,13 +9,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.seed import spread_records, write_store
+from tests.seed import spread_records
 from tests.support import ROOT
+from tests.stores import seed_metrics
 
 
 @pytest.fixture
 def seeded(logs_dir, clock) -> None:
-    write_store(logs_dir / "metrics.jsonl", spread_records(clock(), 200, days=40))
+    seed_metrics(logs_dir, spread_records(clock(), 200, days=40))
 
 
 @pytest.mark.parametrize("window_days", [None, 1, 30])
@@ -63,8 +64,8 @@ def test_bad_window_is_a_usage_error(runner, value) -> None:
 
 def test_the_installed_command(logs_dir) -> None:
     """``flask --app wsgi metrics show`` as an operator runs it, store from the environment."""
-    write_store(logs_dir / "metrics.jsonl",
-                spread_records(datetime.now(timezone.utc), 200, days=20))
+    seed_metrics(logs_dir,
+                 spread_records(datetime.now(timezone.utc), 200, days=20))
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", "metrics", "show", "--json",
          "--window-days", "30"],

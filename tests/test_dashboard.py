@@ -12,8 +12,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.seed import spread_records, write_store
+from tests.seed import spread_records
 from tests.support import GunicornServer
+from tests.stores import seed_metrics
 
 SCREEN = (1366, 900)
 COMPLETED_FILL = (0x3F, 0x91, 0x42)
@@ -58,7 +59,7 @@ def assert_agrees_with_api(html: str, aggregates: dict, series: list[dict]) -> N
 
 @pytest.mark.parametrize("window_days,bucket", [(7, "day"), (1, "hour"), (30, "day")])
 def test_page_agrees_with_the_api(client, logs_dir, clock, window_days, bucket) -> None:
-    write_store(logs_dir / "metrics.jsonl", spread_records(clock(), 300, days=40))
+    seed_metrics(logs_dir, spread_records(clock(), 300, days=40))
     response = client.get(f"/dashboard?window_days={window_days}&bucket={bucket}")
     assert response.status_code == 200 and response.mimetype == "text/html"
     html = response.data.decode()
@@ -73,7 +74,7 @@ def test_page_agrees_with_the_api(client, logs_dir, clock, window_days, bucket) 
 
 
 def test_empty_window_says_so(client, logs_dir, clock) -> None:
-    write_store(logs_dir / "metrics.jsonl", spread_records(clock(), 20, days=2), noise=False)
+    seed_metrics(logs_dir, spread_records(clock(), 20, days=2), noise=False)
     clock.advance(days=10)
     task = client.post("/api/agent/tasks", json={"direction": "d", "task_type": "impl"}).json
     client.patch(f"/api/agent/tasks/{task['id']}", json={"status": "running"})
@@ -139,7 +140,7 @@ def seed_through_the_api(base: str) -> None:
 def test_dashboard_in_headless_chromium(logs_dir, tmp_path) -> None:
     binary = chromium()
     history = spread_records(datetime.now(timezone.utc), 150, days=6.5)
-    write_store(logs_dir / "metrics.jsonl", history)
+    seed_metrics(logs_dir, history)
     server = GunicornServer(logs_dir).start()
     try:
         seed_through_the_api(server.base_url)

@@ -14,12 +14,13 @@ import pytest
 import requests
 
 from app import config
-from app.services.metrics_service import MetricsService
 from app.storage import JsonlLog, StoreUnavailable
 from tests.processes import spawn
-from tests.support import GunicornServer
+from tests.support import GunicornServer, jsonl_metrics
 
 WAIT = 60
+
+pytestmark = pytest.mark.backend("jsonl")  # files on disk; the database: test_postgres_backend
 
 
 def stored_task_ids(logs_dir: Path) -> Counter[str]:
@@ -45,7 +46,7 @@ def test_acknowledged_records_survive_a_sigkilled_writer(logs_dir: Path) -> None
     assert len(acknowledged) >= 200 and set(acknowledged) <= set(stored)
     assert max(stored.values()) == 1
 
-    store = MetricsService(config.metrics_path(logs_dir), fsync=False)
+    store = jsonl_metrics(config.metrics_path(logs_dir))
     assert store.get_aggregates(30)["success_rate"]["total"] == len(stored)
     assert store.record_task("after-the-crash", "impl", "m", 1.0, "completed")
     assert stored_task_ids(logs_dir)["after-the-crash"] == 1

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from app.services.metrics_service import MetricsService
+from app.services import metrics_service
 from tests.support import GunicornServer
 
 
@@ -51,7 +51,7 @@ def test_a_new_record_is_on_the_next_get_from_every_worker(logs_dir) -> None:
         logs_dir, workers=3,
         env={"GUNICORN_CMD_ARGS": "--access-logformat '%(p)s %(m)s %(U)s %(s)s'"},
     ).start()
-    writer = MetricsService(logs_dir / "metrics.jsonl")
+    writer = metrics_service.service_for(logs_dir)
     url = f"{server.base_url}/api/agent/metrics"
     try:
         with ThreadPoolExecutor(6) as pool:

@@ -1,13 +1,13 @@
 """GET /api/agent/metrics and the records PATCH leaves behind (the seed's acceptance tests)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from app.clock import isoformat
 from tests import reference
+from tests.stores import stored_records
 
 SEED_SHAPE = {
     "success_rate": {"completed", "failed", "total", "rate"},
@@ -28,8 +28,7 @@ def finish(client, status: str, *, task_type: str = "impl", **patch) -> str:
 
 
 def stored(logs_dir: Path) -> list[dict]:
-    path = logs_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return stored_records(logs_dir)
 
 
 @pytest.mark.parametrize("status", ["completed", "failed"])
@@ -96,7 +95,7 @@ def test_only_records_in_the_window_count(client, logs_dir, clock) -> None:
     assert client.get("/api/agent/metrics?window_days=30").json["success_rate"]["total"] == 3
     for days in (1, 7, 30):
         answer = client.get(f"/api/agent/metrics?window_days={days}").json
-        expected = reference.aggregates(reference.records_in(logs_dir / "metrics.jsonl"),
+        expected = reference.aggregates(stored_records(logs_dir),
                                         clock(), days)
         assert reference.comparable(answer) == expected
 
@@ -115,6 +114,7 @@ def test_bad_window_days_is_422(client, value) -> None:
     assert "window_days" in response.json["errors"]
 
 
+@pytest.mark.backend("jsonl")
 def test_hand_written_and_corrupt_lines(client, logs_dir, clock) -> None:
     path = logs_dir / "metrics.jsonl"
     path.write_text(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from app.clock import isoformat
 from app.services.metrics_service import MetricsService
 from tests import reference
-from tests.support import FakeClock
+from tests.support import FakeClock, jsonl_metrics
 
 TASK_IDS = st.sampled_from([f"t{n}" for n in range(12)])
 DURATIONS = st.one_of(
@@ -85,7 +85,7 @@ def test_incremental_equals_from_scratch(operations) -> None:
     with tempfile.TemporaryDirectory() as folder, small_chunks():
         path = Path(folder) / "metrics.jsonl"
         clock = FakeClock()
-        service = MetricsService(path, clock=clock, fsync=False)
+        service = jsonl_metrics(path, clock)
         for operation in operations:
             kind, *args = operation
             if kind == "record":
@@ -116,7 +116,7 @@ def test_incremental_equals_from_scratch(operations) -> None:
                 check(service, path, clock, args[0])
         for window_days in (1, 7, 365):
             check(service, path, clock, window_days)
-            check(MetricsService(path, clock=clock, fsync=False), path, clock, window_days)
+            check(jsonl_metrics(path, clock), path, clock, window_days)
 
 
 @settings(max_examples=40, deadline=None)
@@ -133,7 +133,7 @@ def test_cold_start_skims_old_chunks_and_stays_exact(records, shuffle_at, window
         path.write_bytes(b"".join(
             hand_line(record, stamp(clock, age, "canonical"), False) + b"\n"
             for record, age in ordered))
-        service = MetricsService(path, clock=clock, fsync=False)
+        service = jsonl_metrics(path, clock)
         check(service, path, clock, window_days)
         check(service, path, clock, 30)
         check(service, path, clock, window_days)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.services.metric_totals import (
+from app.storage.metric_totals import (
     DURATION_BOUNDS_SECONDS,
     duration_histograms,
     finished_counts,
@@ -20,18 +20,18 @@ from app.services.metrics_service import MetricsService
 from app.storage import jsonl_log
 from tests import reference
 from tests.seed import spread_records, write_store
-from tests.support import FakeClock
+from tests.support import FakeClock, jsonl_metrics
 
 
 @pytest.fixture
 def service(logs_dir: Path, clock: FakeClock) -> MetricsService:
-    return MetricsService(logs_dir / "metrics.jsonl", clock=clock, fsync=False)
+    return jsonl_metrics(logs_dir / "metrics.jsonl", clock)
 
 
 @pytest.mark.parametrize("window_days,bucket", [(1, "hour"), (7, "day"), (3, "hour"), (30, "day")])
 def test_timeseries_matches_the_reference(service, clock, window_days, bucket) -> None:
-    write_store(service.log.path, spread_records(clock(), 400, days=40))
-    records = reference.records_in(service.log.path)
+    write_store(service.store.log.path, spread_records(clock(), 400, days=40))
+    records = reference.records_in(service.store.log.path)
     series = service_timeseries(service, window_days, bucket)
     assert series == reference.timeseries(records, clock(), window_days, bucket)
     aggregates = service.get_aggregates(window_days)
@@ -67,8 +67,8 @@ def test_default_bucket() -> None:
 
 
 def test_totals_and_histograms_over_the_whole_store(service, clock) -> None:
-    write_store(service.log.path, spread_records(clock(), 300, days=400))
-    records = reference.records_in(service.log.path)
+    write_store(service.store.log.path, spread_records(clock(), 300, days=400))
+    records = reference.records_in(service.store.log.path)
     counts = finished_counts(service.totals())
     assert counts == reference.finished_counts(records)
     histograms = duration_histograms(service.totals())
@@ -107,9 +107,9 @@ RECORDS = st.lists(st.fixed_dictionaries({
 def test_timeseries_property(records, window_days, bucket) -> None:
     clock = FakeClock()
     with tempfile.TemporaryDirectory() as folder:
-        service = MetricsService(Path(folder) / "metrics.jsonl", clock=clock, fsync=False)
+        service = jsonl_metrics(Path(folder) / "metrics.jsonl", clock)
         stored = [{"task_id": f"t{n}", **record} for n, record in enumerate(records)]
-        write_store(service.log.path, stored, noise=False)
+        write_store(service.store.log.path, stored, noise=False)
         assert service_timeseries(service, window_days, bucket) == reference.timeseries(
             stored, clock(), window_days, bucket
         )
@@ -118,15 +118,15 @@ def test_timeseries_property(records, window_days, bucket) -> None:
 def test_stored_records_are_the_counted_ones_read_in_bounded_chunks(
     service, clock, monkeypatch
 ) -> None:
-    write_store(service.log.path, spread_records(clock(), 2000, days=30))
+    write_store(service.store.log.path, spread_records(clock(), 2000, days=30))
     monkeypatch.setattr(jsonl_log, "READ_CHUNK_BYTES", 4096)
     records = service.stored_records()
     first = next(records)
     reader = records.gi_frame.f_locals["reader"]
-    assert 0 < reader.offset <= 4096 < service.log.path.stat().st_size
+    assert 0 < reader.offset <= 4096 < service.store.log.path.stat().st_size
     rest = [first, *records]
     assert [r.task_id for r in rest] == [
-        r["task_id"] for r in reference.records_in(service.log.path)
+        r["task_id"] for r in reference.records_in(service.store.log.path)
     ]
     assert len(rest) == service.get_aggregates(365)["success_rate"]["total"] == 2000
 
@@ -134,7 +134,7 @@ def test_stored_records_are_the_counted_ones_read_in_bounded_chunks(
 def test_records_dated_later_count_once_their_time_comes(service, clock) -> None:
     service.record_task("now", "impl", "m", 4, "completed")
     later = {"task_type": "impl", "model": "m", "duration_seconds": 9, "status": "failed"}
-    with open(service.log.path, "a") as out:
+    with open(service.store.log.path, "a") as out:
         for task_id, moment in (("later", clock() + timedelta(hours=2)),
                                 ("far", datetime(2300, 1, 1, tzinfo=timezone.utc))):
             out.write(json.dumps({"task_id": task_id, **later,

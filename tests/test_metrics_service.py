@@ -10,14 +10,14 @@ import pytest
 from app.services.metrics_service import MetricsService
 from app.services.metrics_window import nearest_rank
 from tests import reference
-from tests.support import FakeClock
+from tests.support import FakeClock, jsonl_metrics
 
 import numpy as np
 
 
 @pytest.fixture
 def service(logs_dir: Path, clock: FakeClock) -> MetricsService:
-    return MetricsService(logs_dir / "metrics.jsonl", clock=clock, fsync=False)
+    return jsonl_metrics(logs_dir / "metrics.jsonl", clock)
 
 
 def lines(path: Path) -> list[dict]:
@@ -26,7 +26,7 @@ def lines(path: Path) -> list[dict]:
 
 def test_record_format(service: MetricsService, clock: FakeClock) -> None:
     assert service.record_task("t1", "impl", "m", 12.5, "completed") is True
-    [record] = lines(service.log.path)
+    [record] = lines(service.store.log.path)
     assert record == {
         "task_id": "t1", "task_type": "impl", "model": "m", "duration_seconds": 12.5,
         "status": "completed", "created_at": "2026-03-01T12:00:00.000000+00:00",
@@ -36,9 +36,9 @@ def test_record_format(service: MetricsService, clock: FakeClock) -> None:
 def test_one_record_per_task_whoever_records_it(service: MetricsService, logs_dir) -> None:
     assert service.record_task("t1", "impl", "m", 1, "completed")
     assert not service.record_task("t1", "impl", "m", 2, "failed")
-    other_process_view = MetricsService(logs_dir / "metrics.jsonl", fsync=False)
+    other_process_view = jsonl_metrics(logs_dir / "metrics.jsonl")
     assert not other_process_view.record_task("t1", "impl", "m", 3, "completed")
-    assert len(lines(service.log.path)) == 1
+    assert len(lines(service.store.log.path)) == 1
 
 
 @pytest.mark.parametrize("args", [
@@ -52,7 +52,7 @@ def test_one_record_per_task_whoever_records_it(service: MetricsService, logs_di
 def test_record_task_rejects_bad_arguments(service: MetricsService, args) -> None:
     with pytest.raises(ValueError):
         service.record_task(*args)
-    assert not service.log.path.exists()
+    assert not service.store.log.path.exists()
 
 
 @pytest.mark.parametrize("values,expected", [
@@ -121,7 +121,7 @@ def test_equal_durations_leave_the_window_together(service: MetricsService, cloc
     answer = service.get_aggregates(1)
     assert answer["execution_time"] == {"p50_seconds": 7, "p90_seconds": 7, "p95_seconds": 7,
                                         "p99_seconds": 7, "max_seconds": 7, "count": 3}
-    expected = reference.aggregates(reference.records_in(service.log.path), clock(), 1)
+    expected = reference.aggregates(reference.records_in(service.store.log.path), clock(), 1)
     assert reference.comparable(answer) == expected
 
 
@@ -130,7 +130,7 @@ def test_hand_written_out_of_order_duplicate_and_corrupt_lines(
 ) -> None:
     service.record_task("a", "impl", "m", 5, "completed")
     service.get_aggregates(7)
-    with open(service.log.path, "a") as handle:
+    with open(service.store.log.path, "a") as handle:
         handle.write('{"task_id": "b", "task_type": "spec", "model": "m", '
                      '"duration_seconds": 3, "status": "failed", '
                      '"created_at": "2026-02-28T00:00:00Z"}\n')
@@ -143,14 +143,14 @@ def test_hand_written_out_of_order_duplicate_and_corrupt_lines(
                      '"duration_seconds": 1, "status": "completed", '
                      '"created_at": "2026-01-01T00:00:00+00:00"}\n')
     answer = service.get_aggregates(7)
-    expected = reference.aggregates(reference.records_in(service.log.path), clock(), 7)
+    expected = reference.aggregates(reference.records_in(service.store.log.path), clock(), 7)
     assert reference.comparable(answer) == expected
     assert answer["success_rate"]["total"] == 2
     assert not service.record_task("b", "spec", "m", 3, "failed")
 
 
 def _record_range(path: str, ids: list[str]) -> None:
-    service = MetricsService(path, fsync=False)
+    service = jsonl_metrics(path)
     for task_id in ids:
         service.record_task(task_id, "impl", "m", 1.0, "completed")
 

@@ -12,16 +12,16 @@ import requests
 
 from app.services import record_export
 from tests import reference
-from tests.seed import spread_records, write_store
+from tests.seed import spread_records
 from tests.support import GunicornServer
+from tests.stores import seed_metrics, stored_records
 
 
 @pytest.fixture
 def seeded(logs_dir: Path, clock) -> list[dict]:
     """A store of records over the last 40 days; the records the metrics count."""
-    path = logs_dir / "metrics.jsonl"
-    write_store(path, spread_records(clock(), 300, days=40))
-    return reference.records_in(path)
+    seed_metrics(logs_dir, spread_records(clock(), 300, days=40))
+    return stored_records(logs_dir)
 
 
 def normalized(record: dict) -> dict:
@@ -144,7 +144,7 @@ def test_export_rejects_bad_parameters(client, query) -> None:
 
 
 def test_export_streams_in_chunks(client, logs_dir, clock, monkeypatch) -> None:
-    write_store(logs_dir / "metrics.jsonl", spread_records(clock(), 500, days=3), noise=False)
+    seed_metrics(logs_dir, spread_records(clock(), 500, days=3), noise=False)
     monkeypatch.setattr(record_export, "CHUNK_BYTES", 1000)
     response = client.get("/api/agent/metrics/records?format=csv")
     assert response.is_streamed
@@ -162,7 +162,7 @@ def test_csv_export_neutralises_formulas_through_gunicorn(logs_dir, clock) -> No
     records = [{"task_id": cell, "task_type": "impl", "model": cell, "duration_seconds": 1,
                 "status": "completed", "created_at": clock().isoformat()}
                for cell in HOSTILE_CELLS]
-    write_store(logs_dir / "metrics.jsonl", records, noise=False)
+    seed_metrics(logs_dir, records, noise=False)
     server = GunicornServer(logs_dir).start()
     try:
         exported = requests.get(f"{server.base_url}/api/agent/metrics/records?format=csv",
@@ -182,7 +182,7 @@ def test_a_created_at_out_of_range_is_skipped_and_the_export_is_whole(logs_dir, 
     good = spread_records(clock(), 3000, days=3)
     strange = [{**good[0], "task_id": f"far-{n}", "created_at": stamp} for n, stamp in enumerate(
         ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])]
-    write_store(logs_dir / "metrics.jsonl", good[:1500] + strange + good[1500:], noise=False)
+    seed_metrics(logs_dir, good[:1500] + strange + good[1500:], noise=False)
     server = GunicornServer(logs_dir).start()
     try:
         exports = {fmt: requests.get(

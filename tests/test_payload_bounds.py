@@ -10,6 +10,7 @@ import json
 import shlex
 from pathlib import Path
 
+import pytest
 import requests
 
 from app.models.agent import DIRECTION_PREVIEW_CHARS
@@ -19,6 +20,7 @@ QUOTES_DIRECTION = "it's \"quoted\" 'twice'; " * 2500  # about 60,000 characters
 TASKS = 60
 
 
+@pytest.mark.backend("jsonl")
 def test_a_stored_task_costs_at_most_twice_its_body_and_lists_stay_small(logs_dir: Path):
     body = json.dumps({"direction": QUOTES_DIRECTION, "task_type": "impl",
                        "context": {"note": "x" * 1000}}).encode()

@@ -11,10 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.services.metric_totals import DURATION_BOUNDS_SECONDS
+from app.storage.metric_totals import DURATION_BOUNDS_SECONDS
 from tests import reference
 from tests.seed import spread_records, write_store
 from tests.support import GunicornServer
+from tests.stores import seed_metrics, stored_records
 
 
 def families(text: str) -> dict:
@@ -30,9 +31,8 @@ def samples(family, name: str) -> dict[tuple, float]:
 
 @pytest.fixture
 def seeded(logs_dir: Path, clock) -> list[dict]:
-    path = logs_dir / "metrics.jsonl"
-    write_store(path, spread_records(clock(), 250, days=400))
-    return reference.records_in(path)
+    seed_metrics(logs_dir, spread_records(clock(), 250, days=400))
+    return stored_records(logs_dir)
 
 
 def test_counter_equals_the_stores_per_label_counts(client, seeded) -> None:
@@ -92,6 +92,7 @@ def test_an_empty_store_still_describes_every_metric(client) -> None:
     assert parsed["agent_tasks_finished"].samples == []
 
 
+@pytest.mark.backend("jsonl")
 def test_each_app_has_its_own_registry(logs_dir, tmp_path, clock) -> None:
     other_dir = tmp_path / "other"
     other_dir.mkdir()
@@ -105,7 +106,7 @@ def test_each_app_has_its_own_registry(logs_dir, tmp_path, clock) -> None:
 
 
 def test_every_gunicorn_worker_gives_the_same_scrape(logs_dir, clock) -> None:
-    write_store(logs_dir / "metrics.jsonl", spread_records(clock(), 200, days=30))
+    seed_metrics(logs_dir, spread_records(clock(), 200, days=30))
     server = GunicornServer(
         logs_dir, workers=3,
         env={"GUNICORN_CMD_ARGS": "--access-logformat '%(p)s %(m)s %(U)s %(s)s'"},
@@ -123,7 +124,7 @@ def test_every_gunicorn_worker_gives_the_same_scrape(logs_dir, clock) -> None:
         server.stop()
     assert {r.status_code for r in scrapes} == {200}
     assert len({r.text for r in scrapes}) == 1
-    records = reference.records_in(logs_dir / "metrics.jsonl")
+    records = stored_records(logs_dir)
     counted = samples(families(scrapes[0].text)["agent_tasks_finished"],
                       "agent_tasks_finished_total")
     assert sum(counted.values()) == len(records) == 201
@@ -145,7 +146,7 @@ def test_label_values_are_bounded_whatever_the_store_holds(logs_dir, clock) -> N
     records += [{"task_id": f"long-{n}", "task_type": "x" * 300, "model": "L" * 60_000 + str(n),
                  "duration_seconds": 3.0, "status": "completed",
                  "created_at": now.isoformat()} for n in range(200)]
-    write_store(logs_dir / "metrics.jsonl", records, noise=False)
+    seed_metrics(logs_dir, records, noise=False)
     server = GunicornServer(logs_dir, env={"AGENT_METRICS_MAX_MODELS": "10"}).start()
     try:
         scrape = requests.get(f"{server.base_url}/metrics", timeout=60)

@@ -11,13 +11,15 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.clock import isoformat
-from app.services.metric_totals import finished_counts
+from app.storage.metric_totals import finished_counts
 from app.storage import JsonlLog
 from tests.processes import spawn
+from tests.stores import seed_lines, stored_records, stored_task_ids
 from tests.support import ROOT, GunicornServer
 
 WAIT = 120
@@ -42,6 +44,7 @@ def days_ago(now: datetime, days: float) -> str:
     return isoformat(now - timedelta(days=days))
 
 
+@pytest.mark.backend("jsonl")
 def test_metrics_compaction_keeps_recent_valid_records(app, clock, logs_dir, caplog) -> None:
     path = logs_dir / "metrics.jsonl"
     write_lines(path, [
@@ -69,6 +72,7 @@ def current_umask() -> int:
     return mask
 
 
+@pytest.mark.backend("jsonl")
 def test_tasks_compaction_keeps_latest_states_and_unfinished_tasks(app, client, clock,
                                                                    logs_dir) -> None:
     def task(status: str) -> str:
@@ -110,10 +114,10 @@ def stored_task(task_id: str, status: str, updated_at: str) -> dict:
 
 def test_compact_commands_and_a_running_server_notices(logs_dir: Path) -> None:
     now = datetime.now(timezone.utc)
-    write_lines(logs_dir / "metrics.jsonl", [metric("a", days_ago(now, 40)),
-                                             metric("b", days_ago(now, 20)),
-                                             metric("c", days_ago(now, 1))])
-    write_lines(logs_dir / "tasks.jsonl", [
+    seed_lines(logs_dir, "metrics.jsonl", [metric("a", days_ago(now, 40)),
+                                           metric("b", days_ago(now, 20)),
+                                           metric("c", days_ago(now, 1))])
+    seed_lines(logs_dir, "tasks.jsonl", [
         stored_task("t1", "completed", days_ago(now, 40)),
         stored_task("t2", "pending", days_ago(now, 40)),
         stored_task("t3", "failed", days_ago(now, 1)),
@@ -126,13 +130,13 @@ def test_compact_commands_and_a_running_server_notices(logs_dir: Path) -> None:
         done = flask_cli(logs_dir, "metrics", "compact")
         assert done.returncode == 0, done.stderr
         assert "kept 2" in done.stdout
-        assert [r["task_id"] for r in stored(logs_dir / "metrics.jsonl")] == ["b", "c"]
+        assert [r["task_id"] for r in stored_records(logs_dir)] == ["b", "c"]
         done = flask_cli(logs_dir, "metrics", "compact", "--keep-days", "7")
         assert done.returncode == 0 and "kept 1" in done.stdout
-        assert [r["task_id"] for r in stored(logs_dir / "metrics.jsonl")] == ["c"]
+        assert [r["task_id"] for r in stored_records(logs_dir)] == ["c"]
         done = flask_cli(logs_dir, "tasks", "compact", "--keep-days", "10")
         assert done.returncode == 0, done.stderr
-        assert [t["id"] for t in stored(logs_dir / "tasks.jsonl")] == ["t2", "t3"]
+        assert stored_task_ids(logs_dir) == ["t2", "t3"]
         for _ in range(4):
             listed = requests.get(tasks_url, timeout=WAIT).json()
             assert sorted(t["id"] for t in listed["tasks"]) == ["t2", "t3"]
@@ -142,6 +146,7 @@ def test_compact_commands_and_a_running_server_notices(logs_dir: Path) -> None:
         server.stop()
 
 
+@pytest.mark.backend("jsonl")
 def test_compaction_under_concurrent_writers_loses_and_doubles_nothing(logs_dir: Path) -> None:
     """8 processes record tasks without pause, killed at the end; compaction runs three
     times meanwhile, and a running gunicorn reads before and after."""
@@ -180,6 +185,7 @@ def test_compaction_under_concurrent_writers_loses_and_doubles_nothing(logs_dir:
         server.stop()
 
 
+@pytest.mark.backend("jsonl")
 def test_compaction_keeps_a_last_record_written_without_its_newline(app, clock, logs_dir) -> None:
     path = logs_dir / "metrics.jsonl"
     write_lines(path, [metric("first", days_ago(clock.now, 1))])
@@ -203,8 +209,7 @@ def scrape_counters(client) -> dict:
 
 def test_counters_do_not_go_down_when_records_are_compacted(app, client, clock,
                                                             logs_dir) -> None:
-    path = logs_dir / "metrics.jsonl"
-    write_lines(path, [
+    seed_lines(logs_dir, "metrics.jsonl", [
         {**metric(f"old{n}", days_ago(clock.now, 40 + n)), "duration_seconds": 10 ** (n % 5),
          "status": "failed" if n % 3 else "completed", "model": f"m{n % 2}"}
         for n in range(30)
@@ -212,14 +217,14 @@ def test_counters_do_not_go_down_when_records_are_compacted(app, client, clock,
     metrics = app.extensions["agent"].metrics
     before, counters = metrics.totals(), scrape_counters(client)
     assert metrics.compact(30).expired == 30
-    assert len(stored(path)) == 5
+    assert len(stored_records(logs_dir)) == 5
     assert metrics.totals() == before
     assert scrape_counters(client) == counters
     metrics.record_task("later", "impl", "m", 2.0, "completed")
     clock.advance(days=45)
     assert metrics.compact(30).expired == 6
     after = metrics.totals()
-    assert sum(finished_counts(after).values()) == 36 and not path.read_text()
+    assert sum(finished_counts(after).values()) == 36 and not stored_records(logs_dir)
     assert finished_counts(after)[("impl", "m", "completed")] == 6
 
 
@@ -240,6 +245,7 @@ def test_carried_totals_match_the_file_a_reader_follows(tmp_path: Path) -> None:
     assert log.carried() == "first"  # written for a file that never took the store's place
 
 
+@pytest.mark.backend("jsonl")
 def test_the_next_compaction_removes_what_a_killed_one_left(logs_dir: Path) -> None:
     """A compaction killed between writing its temporary file and the rename leaves the
     file behind; the next one (of that store) removes it, and nothing else."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.runner_support import RUNNER
+from tests.stores import seed_lines, stored_records
 from tests.support import ROOT, free_port
 
 GOOD_TOKEN = "a-token-of-32-characters-0123456"
@@ -106,15 +107,15 @@ def test_flask_commands_say_what_is_wrong_in_one_line(env, bad_routing) -> None:
 
 
 def test_keep_days_0_needs_yes(env, logs_dir) -> None:
-    (logs_dir / "metrics.jsonl").write_text(json.dumps({
+    seed_lines(logs_dir, "metrics.jsonl", [{
         "task_id": "t", "task_type": "spec", "model": "m", "duration_seconds": 1,
-        "status": "completed", "created_at": "2026-01-01T00:00:00+00:00"}) + "\n")
+        "status": "completed", "created_at": "2026-01-01T00:00:00+00:00"}])
     refused = flask(env, "metrics", "compact", "--keep-days", "0")
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    assert (logs_dir / "metrics.jsonl").read_text().count("\n") == 1
+    assert len(stored_records(logs_dir)) == 1
     done = flask(env, "metrics", "compact", "--keep-days", "0", "--yes")
     assert done.returncode == 0 and "kept 0" in done.stdout
-    assert (logs_dir / "metrics.jsonl").read_text() == ""
+    assert stored_records(logs_dir) == []
 
 
 @pytest.mark.parametrize("setting,expected", [

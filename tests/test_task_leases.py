@@ -1,7 +1,6 @@
 """Claims under leases: POST /tasks/claim, heartbeats, expiry, attempts."""
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from flask import Flask
 from app import create_app
 from app.services.task_leases import LOST_NOTE
 from tests.support import FakeClock, GunicornServer
+from tests.stores import stored_records
 
 CLAIM = "/api/agent/tasks/claim"
 
@@ -31,8 +31,7 @@ def patch(client, task_id: str, **body):
 
 
 def records(logs_dir: Path) -> list[dict]:
-    path = logs_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return stored_records(logs_dir)
 
 
 def test_claims_take_the_oldest_pending_task_of_the_asked_types(client, clock) -> None:

@@ -12,6 +12,7 @@ from app import create_app
 from app.models.agent import STATUSES
 from app.services.routing import RoutingError, load_routing
 from app.services.task_service import TRANSITIONS
+from tests.stores import stored_records
 
 TASK_FIELDS = {"id", "direction", "task_type", "status", "model", "command", "context",
                "output", "created_at", "updated_at"}
@@ -86,8 +87,7 @@ def test_transition_table(client, start, target, logs_dir: Path) -> None:
     legal = target in TRANSITIONS[start]
     assert response.status_code == (200 if legal else 409), response.json
     assert client.get(f"/api/agent/tasks/{task_id}").json["status"] == (target if legal else start)
-    metrics = logs_dir / "metrics.jsonl"
-    recorded = metrics.read_text().count(task_id) if metrics.exists() else 0
+    recorded = [record["task_id"] for record in stored_records(logs_dir)].count(task_id)
     final = ("completed", "failed")
     assert recorded == int(start in final or (legal and target in final))
 
@@ -127,7 +127,7 @@ def test_patch_rejects_invalid_fields(client, body, logs_dir: Path) -> None:
     response = client.patch(f"/api/agent/tasks/{task_id}", json=body)
     assert response.status_code == 422, response.json
     assert client.get(f"/api/agent/tasks/{task_id}").json["status"] == "pending"
-    assert not (logs_dir / "metrics.jsonl").exists()
+    assert stored_records(logs_dir) == []
 
 
 @pytest.mark.parametrize("data", [b"{bad", b"", b"[1,", b"\xff"])

@@ -7,10 +7,14 @@ import shlex
 import shutil
 from pathlib import Path
 
+import pytest
+
 from app import create_app
 from tests.support import FakeClock
 
 FIXTURES = Path(__file__).with_name("fixtures") / "v0.1"
+
+pytestmark = pytest.mark.backend("jsonl")  # the database reads them through store copy
 
 
 def old_lines(name: str) -> list[dict]:

@@ -19,14 +19,14 @@ class Services:
         then starts with the stores read and only reads what was appended since, and no
         worker shares an open file with another.
         """
-        self.tasks.refresh()
+        self.tasks.counts_by_status()
         self.metrics.get_aggregates()
         for service in (self.tasks, self.metrics):
             service.close_files()
 
     def stores(self) -> dict[str, tuple[str, bool]]:
-        """Each store's file and whether it can be written now."""
+        """Where each store is and whether it can be written now."""
         return {
-            name: (str(service.log.path), service.log.writable())
+            name: (service.store.location, service.store.writable())
             for name, service in (("tasks", self.tasks), ("metrics", self.metrics))
         }

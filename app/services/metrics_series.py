@@ -6,14 +6,14 @@ same definition ``GET /api/agent/metrics`` uses.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from app.clock import isoformat
-from app.services.metric_columns import RecordColumns
-from app.services.metric_records import EPOCH, to_micros
+from app.storage.metric_columns import RecordColumns
+from app.storage.metric_records import from_micros, to_micros
 from app.services.metrics_service import MetricsService
 from app.services.metrics_window import MICROS, nearest_rank, window_bounds
 
@@ -23,10 +23,6 @@ BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 def default_bucket(window_days: int) -> str:
     """Hours for windows of up to two days, days beyond."""
     return "hour" if window_days <= 2 else "day"
-
-
-def from_micros(micros: int) -> datetime:
-    return EPOCH + timedelta(microseconds=micros)
 
 
 def timeseries(

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from app.services.metric_columns import RecordColumns
+from app.storage.metric_columns import RecordColumns
+from app.storage.metric_records import MICROS
 
 PERCENTILES = (50, 90, 95, 99)
-MICROS = 1_000_000
 DAY_MICROS = 86_400 * MICROS
 
 

@@ -108,7 +108,7 @@ def pipeline_status(tasks: TaskService, metrics: MetricsService) -> dict[str, An
     repeated = _repeated_failures(final)
     low_rate = _low_success_rate(metrics)
     return {
-        "running": [{**task, "live_tail": tasks.task_logs.tail_lines(task["id"], LIVE_TAIL_LINES)}
+        "running": [{**task, "live_tail": tasks.log_tail(task["id"], LIVE_TAIL_LINES)}
                     for task in running],
         "pending": [{**task, "wait_seconds": _age_seconds(task["created_at"], now)}
                     for task in pending[:PENDING_SHOWN]],

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from app.models.agent import TASK_TYPES
 from app.models.metrics import QUEUE_STATUSES
 from app.services import Services
-from app.services.metric_totals import (
+from app.storage.metric_totals import (
     DURATION_BOUNDS_SECONDS,
     duration_histograms,
     finished_counts,

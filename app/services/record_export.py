@@ -14,23 +14,12 @@ from typing import Any
 
 import orjson
 
-from app.clock import isoformat
-from app.services.metric_records import MetricRecord, stored_record, to_micros
-from app.services.metrics_series import from_micros
 from app.services.metrics_service import MetricsService
-from app.services.metrics_window import MICROS
+from app.storage.metric_records import MetricRecord, as_stored, to_micros
 
 FIELDS = ("task_id", "task_type", "model", "duration_seconds", "status", "created_at")
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 CHUNK_BYTES = 64 * 1024
-
-
-def as_stored(record: MetricRecord) -> dict[str, Any]:
-    """A record in the store's own shape (``created_at`` in UTC with its offset)."""
-    return stored_record(
-        record.task_id, record.task_type, record.model, record.duration_us / MICROS,
-        "completed" if record.completed else "failed", isoformat(from_micros(record.created_us)),
-    )
 
 
 def matching(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.services.metric_records import EPOCH, ONE_MICROSECOND
+from app.storage.metric_records import EPOCH, ONE_MICROSECOND
 
 CANONICAL_LINE = re.compile(
     rb'^\{"task_id":"([^"\\\n]+)",[^\n]*"created_at":"([0-9T:.-]{26})\+00:00"\}$', re.M

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.services.metric_records import RecordBatch
+from app.storage.metric_records import RecordBatch
 
 INITIAL_CAPACITY = 1024
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from app.clock import parse_iso
+from app.clock import isoformat, parse_iso
 from app.models.agent import MAX_DURATION_SECONDS
 from app.models.metrics import FINAL_STATUSES
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_MICROSECOND = timedelta(microseconds=1)
 UTC_SUFFIX = "+00:00"
+MICROS = 1_000_000
 
 
 def to_micros(moment: datetime) -> int:
@@ -102,7 +103,7 @@ def stored_record(
     created_at: str,
 ) -> dict[str, Any]:
     """A record as a line of metrics.jsonl holds it. The key order is part of the
-    canonical form that :mod:`app.services.metric_scan` skims."""
+    canonical form that :mod:`app.storage.metric_scan` skims."""
     return {
         "task_id": task_id,
         "task_type": task_type,
@@ -111,6 +112,18 @@ def stored_record(
         "status": status,
         "created_at": created_at,
     }
+
+
+def from_micros(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def as_stored(record: MetricRecord) -> dict[str, Any]:
+    """A record in the store's own shape (``created_at`` in UTC with its offset)."""
+    return stored_record(
+        record.task_id, record.task_type, record.model, record.duration_us / MICROS,
+        "completed" if record.completed else "failed", isoformat(from_micros(record.created_us)),
+    )
 
 
 def decode_record(raw: dict[str, Any]) -> MetricRecord | None:

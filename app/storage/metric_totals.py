@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from app.services.metric_columns import RecordColumns
-from app.services.metric_records import MetricRecord
-from app.services.metrics_window import MICROS
+from app.storage.metric_columns import RecordColumns
+from app.storage.metric_records import MICROS, MetricRecord
 
 log = logging.getLogger(__name__)
 

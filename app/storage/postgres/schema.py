@@ -1,0 +1,86 @@
+"""The database schema, versioned: each migration moves it one version on.
+
+:func:`upgrade` applies the migrations a database lacks, in one transaction, under a
+transaction-level advisory lock, so servers (or ``flask db upgrade`` runs) starting at
+once never race: one applies, the others wait and then find nothing left to do.
+Migrations only add; none drops or rewrites what is stored.
+"""
+from __future__ import annotations
+
+import psycopg
+
+from app.storage.jsonl_log import StoreUnavailable
+
+SCHEMA_LOCK = 0x61676E74  # any fixed number shared by every process that upgrades
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: metric records, tasks, task logs.
+    """
+    CREATE TABLE metric_records (
+        seq bigserial PRIMARY KEY,
+        task_id text NOT NULL UNIQUE,
+        task_type text NOT NULL,
+        model text NOT NULL,
+        duration_seconds double precision NOT NULL
+            CHECK (duration_seconds >= 0 AND duration_seconds <= 1e8),
+        status text NOT NULL CHECK (status IN ('completed', 'failed')),
+        created_at timestamptz NOT NULL,
+        xid xid8 NOT NULL DEFAULT pg_current_xact_id()
+    );
+    CREATE INDEX metric_records_xid ON metric_records (xid);
+    CREATE INDEX metric_records_created_at ON metric_records (created_at);
+    CREATE TABLE metric_compactions (
+        only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+        generation bigint NOT NULL,
+        carried json
+    );
+    INSERT INTO metric_compactions (generation, carried) VALUES (0, NULL);
+    CREATE TABLE tasks (
+        id text PRIMARY KEY,
+        status text NOT NULL,
+        task_type text NOT NULL,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        runner_id text,
+        lease_expires_at timestamptz,
+        recorded boolean,
+        state json NOT NULL
+    );
+    CREATE INDEX tasks_by_created ON tasks (created_at, id);
+    CREATE INDEX tasks_by_status ON tasks (status, created_at, id);
+    CREATE INDEX tasks_leased ON tasks (lease_expires_at)
+        WHERE status = 'running' AND lease_expires_at IS NOT NULL;
+    CREATE INDEX tasks_held ON tasks (runner_id) WHERE status = 'running';
+    CREATE INDEX tasks_unrecorded ON tasks (id) WHERE recorded = false;
+    CREATE TABLE task_logs (
+        task_id text PRIMARY KEY,
+        log text NOT NULL
+    );
+    """,
+)
+LATEST = len(MIGRATIONS)
+
+
+def version(conn: psycopg.Connection) -> int:
+    """The schema version of the database (0: none)."""
+    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return row[0] if row else 0
+
+
+def upgrade(conn: psycopg.Connection) -> tuple[int, int]:
+    """Bring the schema to :data:`LATEST`; returns the versions before and after."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        before = version(conn)
+        if before > LATEST:
+            raise StoreUnavailable(f"the database schema is version {before}, newer than "
+                                   f"this release knows ({LATEST}); upgrade the service")
+        for migration in MIGRATIONS[before:]:
+            conn.execute(migration)
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version VALUES (%s)", (max(before, LATEST),))
+    return before, max(before, LATEST)

@@ -1,0 +1,137 @@
+"""The boundary between the services and the stores behind them.
+
+Two stores, each a small interface with two backends: JSONL files on this machine's
+disk (:mod:`app.storage.jsonl_metrics`, :mod:`app.storage.jsonl_tasks`), the embedded
+default, and PostgreSQL (:mod:`app.storage.postgres`) for many servers on many hosts.
+The services hold the rules (which transition is legal, what a lease expiry does,
+windows and percentiles); a store only keeps what it is given, answers reads, and makes
+a :meth:`TaskStore.transaction` atomic against every other writer of the same store,
+in this process or any other.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from app.clock import parse_iso
+from app.storage.metric_columns import RecordColumns
+from app.storage.metric_records import MetricRecord
+from app.storage.metric_totals import Totals
+from app.storage.retention import CompactionReport
+
+T = TypeVar("T")
+Task = dict[str, Any]
+
+
+def lease_expired(task: Task, now: datetime) -> bool:
+    """Whether the task is ``running`` under a lease that has run out."""
+    expires = task.get("lease_expires_at")
+    return task["status"] == "running" and expires is not None and parse_iso(expires) <= now
+
+
+class MetricStore(Protocol):
+    """Append-only metric records, at most one per task_id, read as in-memory columns
+    that each process keeps and feeds with what other processes appended since."""
+
+    location: str
+    """Where the records are, for people (never a password)."""
+
+    def read(self, view: Callable[[RecordColumns], T], since_us: int | None = None) -> T:
+        """``view(columns)``, on columns holding at least every record created at or
+        after ``since_us`` (None: every record), while no other thread changes them."""
+
+    def record(self, record: dict[str, Any]) -> bool:
+        """Store a record (in its stored shape) unless its task_id has one. True if stored."""
+
+    def records(self) -> Iterator[MetricRecord]:
+        """Every record, in the order stored, read afresh."""
+
+    def totals(self) -> Totals:
+        """Totals of every record ever stored, those compacted away included."""
+
+    def compact(self, oldest_us: int) -> CompactionReport:
+        """Drop the records created before ``oldest_us``, carrying their totals over."""
+
+    def writable(self) -> bool:
+        """Whether a write could succeed now."""
+
+    def close(self) -> None:
+        """Let go of files and connections; the next call takes them up again."""
+
+
+class TaskTransaction(Protocol):
+    """Reads and writes that take effect together, or not at all, with no other writer
+    in between. Tasks read here are held until the transaction ends."""
+
+    def get(self, task_id: str) -> Task | None:
+        ...
+
+    def held_by(self, runner_id: str, now: datetime) -> Task | None:
+        """The oldest task ``runner_id`` holds under a live lease."""
+
+    def oldest_pending(self, task_types: list[str] | None) -> Task | None:
+        """The oldest pending task (of ``task_types``) that no other claimer is taking."""
+
+    def expired(self, now: datetime, task_id: str | None = None) -> list[Task]:
+        """Running tasks whose lease ran out by ``now`` (of one task, or of all)."""
+
+    def unrecorded(self) -> list[Task]:
+        """Final tasks whose metric record is not known to be written."""
+
+    def save(self, change: dict[str, Any]) -> None:
+        """Lay ``change`` (with the task's ``id``) over the task's state."""
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Write the metric record of the final task ``record["task_id"]`` (unless it
+        has one) and mark the task recorded."""
+
+
+class TaskStore(Protocol):
+    """The latest state of every task, and the output runners sent of each."""
+
+    location: str
+
+    def insert(self, task: Task) -> None:
+        ...
+
+    def get(self, task_id: str) -> Task | None:
+        ...
+
+    def page(
+        self, status: str | None, task_type: str | None, newest_first: bool, limit: int,
+        offset: int,
+    ) -> tuple[list[Task], int]:
+        """Matching tasks ordered by ``created_at`` then ``id``, and how many matched."""
+
+    def counts(self) -> dict[str, int]:
+        """How many tasks are in each status there is a task in."""
+
+    def states(self) -> list[Task]:
+        ...
+
+    def has_due(self, now: datetime, task_id: str | None = None) -> bool:
+        """Whether a lease has run out, or a final task lacks its record (cheap)."""
+
+    def transaction(self) -> AbstractContextManager[TaskTransaction]:
+        ...
+
+    def compact(self, oldest: datetime) -> tuple[CompactionReport, set[str]]:
+        """Keep each task's latest state, dropping final, recorded tasks last updated
+        before ``oldest``; returns the report and the ids dropped."""
+
+    def append_log(self, task_id: str, text: str) -> None:
+        """Add to the output a runner sent of the task (the last MiB is kept)."""
+
+    def read_log(self, task_id: str) -> str:
+        ...
+
+    def remove_logs(self, task_ids: set[str]) -> None:
+        ...
+
+    def writable(self) -> bool:
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,6 +1,11 @@
 """The agent service: a Flask app factory."""
 from __future__ import annotations
 
+# First: the imports below may not even import on a Python this refuses.
+from app.python_version import require_supported_python
+
+require_supported_python()
+
 from functools import cache, partial
 from typing import Any
 

@@ -42,7 +42,7 @@ def finish_then_die(logs_dir: str, task_id: str, status: str, duration: str) -> 
     from app import create_app
 
     app = create_app({"AGENT_LOGS_DIR": logs_dir})
-    app.extensions["agent"].metrics.record_task = lambda *args: os._exit(9)
+    app.extensions["agent"].metrics.store.record = lambda *args: os._exit(9)
     app.test_client().patch(f"/api/agent/tasks/{task_id}",
                             json={"status": status, "duration_seconds": float(duration)})
 

@@ -42,6 +42,11 @@ def seed_metrics(logs_dir: Path, records: list[dict], *, noise: bool = True) -> 
     _seed(logs_dir, lambda folder: write_store(folder / "metrics.jsonl", records, noise=noise))
 
 
+def seed_store_file(logs_dir: Path, source: Path) -> None:
+    """Put a whole store file in place (hard-linked: it may be large) or copy it in."""
+    _seed(logs_dir, lambda folder: os.link(source, folder / source.name))
+
+
 def seed_lines(logs_dir: Path, store: str, lines: list[object]) -> None:
     """Append lines (JSON values, or text as it is) to a store: ``metrics.jsonl`` or
     ``tasks.jsonl``."""

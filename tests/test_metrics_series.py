@@ -22,6 +22,8 @@ from tests import reference
 from tests.seed import spread_records, write_store
 from tests.support import FakeClock, jsonl_metrics
 
+pytestmark = pytest.mark.backend("jsonl")  # the JSONL metric store under the service
+
 
 @pytest.fixture
 def service(logs_dir: Path, clock: FakeClock) -> MetricsService:

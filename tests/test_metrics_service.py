@@ -14,6 +14,8 @@ from tests.support import FakeClock, jsonl_metrics
 
 import numpy as np
 
+pytestmark = pytest.mark.backend("jsonl")  # the JSONL metric store under the service
+
 
 @pytest.fixture
 def service(logs_dir: Path, clock: FakeClock) -> MetricsService:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.runner_support import (
     outbox,
     run_runner,
@@ -95,6 +97,13 @@ class StandIn(BaseHTTPRequestHandler):
             return 409, {"detail": "held by another runner"}
         task.update({name: body[name] for name in ("status", "output") if name in body})
         return 200, task
+
+
+@pytest.fixture
+def logs_dir(tmp_path: Path) -> Path:
+    """The runner's folder lives here; the stand-in API keeps no store, so these tests
+    run once, not once per backend."""
+    return tmp_path
 
 
 @contextmanager

@@ -5,7 +5,6 @@ whole worker, and their timeout watches the worker's loop, not a request."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from tests.slow_clients import (
     EXPORT_PATH, SLOW_KINDS, assert_quick, held_open, hold, probe, read_export,
     slow_export_reader, write_bulk_store,
 )
+from tests.stores import seed_store_file
 from tests.support import GunicornServer
 
 RECORDS = 300_000
@@ -32,7 +32,7 @@ def bulk_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def serve(logs_dir: Path, bulk_store: Path, env: dict[str, str] | None = None) -> GunicornServer:
-    os.link(bulk_store, logs_dir / "metrics.jsonl")
+    seed_store_file(logs_dir, bulk_store)
     return GunicornServer(logs_dir, env=env).start()
 
 

@@ -117,6 +117,24 @@ def test_the_outbox_lists_reports_oldest_first_and_skips_what_it_cannot_read(
     assert left == ["a.json", "b.json", "broken.json"]
 
 
+def test_a_report_delivered_while_the_outbox_is_read_is_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    outbox = Outbox(tmp_path)
+    outbox.put("sent", {"n": 1})
+    outbox.put("waiting", {"n": 2})
+    listed = outbox._files
+
+    def listed_then_delivered() -> list[Path]:
+        paths = listed()
+        outbox.remove("sent")
+        return paths
+
+    monkeypatch.setattr(outbox, "_files", listed_then_delivered)
+    assert outbox.reports() == [("waiting", {"n": 2})]
+    assert "not a report" not in caplog.text
+
+
 def test_output_goes_to_heartbeats_once_and_never_splits_a_character(tmp_path: Path):
     output = TaskOutput()
     output.open_log(tmp_path / "task.log", 4096)

@@ -56,6 +56,8 @@ class Outbox:
             try:
                 saved = json.loads(path.read_bytes())
                 found.append((str(saved["task_id"]), dict(saved["body"])))
+            except FileNotFoundError:
+                continue  # delivered since the folder was listed
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("%s: not a report the runner can send (%s); left for the operator",
                           path, exc)

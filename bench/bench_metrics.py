@@ -13,18 +13,18 @@ or doubled). Prints one table with the ratios.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
 import requests
 
 from app.services.metrics_service import MetricsService
 from app.storage.jsonl_metrics import JsonlMetricStore
+from bench import bench_postgres
+from bench.bench_lock import measure_locks, print_lock_table
 from bench.full_rescan import full_rescan
 from bench.store import write_store
 from tests.support import GunicornServer
@@ -63,43 +63,6 @@ def measure_server(logs_dir: Path, workers: int, window_days: int, requests_coun
             "rss": memory, "answer": answer}
 
 
-def _writer(path: str, writer: int, count: int, ready, start, report) -> None:
-    service = MetricsService(JsonlMetricStore(path))
-    service.record_task(f"bench-warmup-{writer}", "impl", "bench/model", 1.0, "completed")
-    ready.wait()
-    start.wait()
-    began = time.perf_counter()
-    for n in range(count):
-        service.record_task(f"bench-{writer}-{n}", "impl", "bench/model", 1.0, "completed")
-    report.put((began, time.perf_counter()))
-
-
-def measure_writers(path: Path, writers: int, count: int) -> dict:
-    context = multiprocessing.get_context("spawn")
-    ready, start, report = context.Barrier(writers + 1), context.Barrier(writers + 1), \
-        context.Queue()
-    processes = [context.Process(target=_writer, args=(str(path), w, count, ready, start, report))
-                 for w in range(writers)]
-    for process in processes:
-        process.start()
-    ready.wait()
-    start.wait()
-    spans = [report.get(timeout=600) for _ in processes]
-    for process in processes:
-        process.join()
-    elapsed = max(end for _, end in spans) - min(began for began, _ in spans)
-    written: dict[str, int] = {}
-    with open(path, "rb") as lines:
-        for line in lines:
-            if b'"bench-' in line:
-                task_id = orjson.loads(line)["task_id"]
-                written[task_id] = written.get(task_id, 0) + 1
-    expected = {f"bench-{w}-{n}" for w in range(writers) for n in range(count)}
-    return {"rate": writers * count / elapsed,
-            "lost": len(expected - written.keys()),
-            "doubled": sum(1 for times in written.values() if times > 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -109,7 +72,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--writes", type=int, default=2000, help="records per writer")
-    args = parser.parse_args()
+    parser.add_argument("--lock-rounds", type=int, default=3,
+                        help="rounds of record_task with each lock")
+    parser.add_argument("--skip-postgres", action="store_true",
+                        help="skip the PostgreSQL part (bench_postgres; its --pg-* options "
+                             "are passed on to it)")
+    args, postgres_args = parser.parse_known_args()
 
     with tempfile.TemporaryDirectory(prefix="metrics-bench-") as folder:
         logs_dir = Path(folder)
@@ -128,7 +96,6 @@ def main() -> None:
             assert server["answer"][key] == expected[key], key
         for key in ("p50_seconds", "p95_seconds"):
             assert server["answer"]["execution_time"][key] == expected["execution_time"][key]
-        writers = measure_writers(store, args.writers, args.writes)
 
     warm_median = statistics.median(server["warm"])
     warm_p95 = sorted(server["warm"])[int(0.95 * len(server["warm"])) - 1]
@@ -144,14 +111,17 @@ def main() -> None:
         ("full rescan / warm GET median", f"{rescan / warm_median:,.0f}x", ">= 100x", ""),
         ("resident memory per worker", " / ".join(f"{mb:.0f}" for mb in server["rss"]) + " MB",
          "<= 150 MB", ""),
-        (f"record_task, {args.writers} processes at once", f"{writers['rate']:,.0f} records/s",
-         ">= 2,000/s", f"lost {writers['lost']}, doubled {writers['doubled']}"),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     print(f"records in window: {expected['success_rate']['total']:,} "
           f"(window_days={args.window_days}); answers match the rescan")
     for row in [("measure", "value", "target", "ratio / check"), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+    print()
+    print_lock_table(measure_locks(args.writers, args.writes, args.lock_rounds),
+                     args.writers, args.writes)
+    if not args.skip_postgres:
+        bench_postgres.main(postgres_args)
 
 
 if __name__ == "__main__":

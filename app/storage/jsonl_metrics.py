@@ -159,11 +159,14 @@ class JsonlMetricStore:
             reader.close()
 
     def record(self, record: dict[str, Any]) -> bool:
-        with self._guard, self.log.locked():
-            self.refresh(skim_before_us=SKIM_EVERYTHING)
-            if self._task_ids.contains(record["task_id"]):
-                return False
-            self.log.append([record])
+        """Check and append under the store's lock; the new line is read back after the
+        lock is let go, so other writers wait only for the check and the append."""
+        with self._guard:
+            with self.log.locked():
+                self.refresh(skim_before_us=SKIM_EVERYTHING)
+                if self._task_ids.contains(record["task_id"]):
+                    return False
+                self.log.append([record])
             self.refresh(skim_before_us=SKIM_EVERYTHING)
         return True
 

@@ -1,0 +1,89 @@
+"""A multimap from 64-bit keys to 64-bit values in 16 bytes per entry, without a
+million Python objects.
+
+Entries arrive in batches: a trickle of single entries from appends, or tens of
+thousands at a time on a cold start. A trickle goes to a small dict; batches (and the
+dict, every ``MERGE_AT`` entries) become sorted numpy runs, and a run is merged into the
+one before it once it is at least half its size. So there are O(log n) runs, each entry
+is copied O(log n) times in all, and a lookup is a binary search per run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MERGE_AT = 4096
+
+
+class HashRuns:
+    def __init__(self) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._recent: dict[int, list[int]] = {}
+
+    def values_of(self, key: int) -> list[int]:
+        """Every value added under ``key``."""
+        found = list(self._recent.get(key, ()))
+        for keys, values in self._runs:
+            left = int(np.searchsorted(keys, key, side="left"))
+            right = int(np.searchsorted(keys, key, side="right"))
+            found.extend(values[left:right].tolist())
+        return found
+
+    def counts(self, keys: np.ndarray) -> np.ndarray:
+        """How many values each key has."""
+        order = np.argsort(keys)
+        ordered = keys[order]  # sorted needles keep the binary searches cache-friendly
+        sorted_counts = np.zeros(len(keys), np.int64)
+        for run_keys, _ in self._runs:
+            sorted_counts += (np.searchsorted(run_keys, ordered, side="right")
+                              - np.searchsorted(run_keys, ordered, side="left"))
+        counts = np.empty_like(sorted_counts)
+        counts[order] = sorted_counts
+        if self._recent:
+            counts += np.fromiter((len(self._recent.get(key, ())) for key in keys.tolist()),
+                                  np.int64, len(keys))
+        return counts
+
+    def only_values(self, keys: np.ndarray) -> np.ndarray:
+        """For each key, its value if it has exactly one, -1 if none, -2 if several."""
+        found = np.full(len(keys), -1, np.int64)
+        seen = np.zeros(len(keys), np.int64)
+        for run_keys, values in self._runs:
+            left = np.searchsorted(run_keys, keys, side="left")
+            right = np.searchsorted(run_keys, keys, side="right")
+            hit = right > left
+            found[hit] = values[left[hit]]
+            seen += right - left
+        if self._recent:
+            for i, key in enumerate(keys.tolist()):
+                for value in self._recent.get(key, ()):
+                    found[i] = value
+                    seen[i] += 1
+        found[seen == 0] = -1
+        found[seen > 1] = -2
+        return found
+
+    def add(self, keys: np.ndarray, values: np.ndarray) -> None:
+        if len(keys) >= MERGE_AT:
+            self._add_run(keys, values)
+            return
+        for key, value in zip(keys.tolist(), values.tolist()):
+            self._recent.setdefault(key, []).append(value)
+        if len(self._recent) >= MERGE_AT:
+            recent = [(key, value) for key, found in self._recent.items() for value in found]
+            self._recent = {}
+            self._add_run(np.array([k for k, _ in recent], np.int64),
+                          np.array([v for _, v in recent], np.int64))
+
+    def _add_run(self, keys: np.ndarray, values: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        self._runs.append((keys[order], values[order]))
+        while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
+            (old_keys, old_values), (new_keys, new_values) = self._runs[-2:]
+            at = np.searchsorted(old_keys, new_keys, side="right")
+            self._runs[-2:] = [(np.insert(old_keys, at, new_keys),
+                                np.insert(old_values, at, new_values))]
+
+
+def hash_keys(texts: list[str]) -> np.ndarray:
+    """The 64-bit keys of strings (Python's hash: the same in a process and its forks)."""
+    return np.fromiter(map(hash, texts), np.int64, len(texts))

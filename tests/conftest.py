@@ -61,9 +61,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def app(logs_dir: Path, clock: FakeClock) -> Flask:
-    return create_app({"TESTING": True, "AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock,
+def app(logs_dir: Path, clock: FakeClock) -> Iterator[Flask]:
+    """The app on this test's stores; its files and database connections are let go
+    after the test (a pool left to the garbage collector may be collected on one of its
+    own threads, which cannot stop themselves)."""
+    made = create_app({"TESTING": True, "AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock,
                        "AGENT_FSYNC": False})
+    yield made
+    for service in (made.extensions["agent"].tasks, made.extensions["agent"].metrics):
+        service.close_files()
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ class GunicornServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(logs_dir) / "gunicorn.out"
 
-    def start(self) -> "GunicornServer":
+    def start(self, timeout: float = 30) -> "GunicornServer":
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
@@ -68,7 +68,7 @@ class GunicornServer:
                  "wsgi:app"],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()}")
@@ -77,7 +77,7 @@ class GunicornServer:
                 return self
             except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
                 time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start in 30 s")
+        raise RuntimeError(f"gunicorn did not start in {timeout:g} s")
 
     def worker_pids(self) -> set[int]:
         assert self.process is not None

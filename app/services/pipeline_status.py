@@ -14,11 +14,11 @@ Attention rules (documented in the README):
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from app.clock import parse_iso
+from app.models.agent import TASK_TYPES
 from app.models.metrics import FINAL_STATUSES
 from app.services.metrics_service import MetricsService
 from app.services.task_service import TaskService
@@ -34,10 +34,6 @@ PENDING_SHOWN = 100
 ATTENTION_STATUSES = ("needs_decision", "failed")
 
 
-def _newest_first(tasks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(tasks, key=lambda task: (task["updated_at"], task["id"]), reverse=True)
-
-
 def _age_seconds(stamp: str, now: datetime) -> float:
     return max((now - parse_iso(stamp)).total_seconds(), 0.0)
 
@@ -49,22 +45,27 @@ def counts(tasks: TaskService) -> dict[str, Any]:
 
 def attention(tasks: TaskService, limit: int) -> dict[str, Any]:
     """Tasks that need a person (``needs_decision`` or ``failed``), newest first."""
-    needing = _newest_first(task for task in tasks.states()
-                            if task["status"] in ATTENTION_STATUSES)
-    return {"tasks": needing[:limit], "total": len(needing)}
+    needing, total = tasks.find(ATTENTION_STATUSES, by="updated_at", limit=limit)
+    return {"tasks": needing, "total": total}
 
 
-def _repeated_failures(final: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    streaks: dict[str, int] = {}
-    broken: set[str] = set()
-    for task in final:  # newest first
-        task_type = task["task_type"]
-        if task_type in broken:
-            continue
-        if task["status"] == "failed":
-            streaks[task_type] = streaks.get(task_type, 0) + 1
-        else:
-            broken.add(task_type)
+def _failure_streak(tasks: TaskService, task_type: str) -> int:
+    """How many of the task type's last finished tasks failed in a row, read in pages
+    that double until a completed task ends the streak."""
+    size = REPEATED_FAILURES + 1
+    while True:
+        final, total = tasks.find(FINAL_STATUSES, task_type=task_type, by="updated_at",
+                                  limit=size)
+        statuses = [task["status"] for task in final]
+        if "completed" in statuses:
+            return statuses.index("completed")
+        if len(final) == total:
+            return total
+        size *= 2
+
+
+def _repeated_failures(tasks: TaskService) -> list[dict[str, Any]]:
+    streaks = {task_type: _failure_streak(tasks, task_type) for task_type in TASK_TYPES}
     return [{"task_type": task_type, "consecutive_failures": count}
             for task_type, count in sorted(streaks.items()) if count >= REPEATED_FAILURES]
 
@@ -90,13 +91,13 @@ def _flags(stuck: list[dict[str, Any]], repeated: list[dict[str, Any]],
 
 
 def pipeline_status(tasks: TaskService, metrics: MetricsService) -> dict[str, Any]:
+    """Every running task, the oldest pending ones, the last completed, and what needs
+    attention. Stuck pending tasks are looked for among the pending tasks shown (the
+    oldest), so a long queue costs no more than a short one."""
     now = tasks.clock()
-    states = tasks.states()
-    running = sorted((task for task in states if task["status"] == "running"),
+    running = sorted(tasks.find(("running",))[0],
                      key=lambda task: (task.get("started_at") or task["created_at"], task["id"]))
-    pending = sorted((task for task in states if task["status"] == "pending"),
-                     key=lambda task: (task["created_at"], task["id"]))
-    final = _newest_first(task for task in states if task["status"] in FINAL_STATUSES)
+    pending, _ = tasks.find(("pending",), newest_first=False, limit=PENDING_SHOWN)
     stuck = [
         {**task, "age_seconds": _age_seconds(task[stamp], now)}
         for task, stamp, limit in [
@@ -105,15 +106,15 @@ def pipeline_status(tasks: TaskService, metrics: MetricsService) -> dict[str, An
         ]
         if _age_seconds(task[stamp], now) >= limit
     ]
-    repeated = _repeated_failures(final)
+    repeated = _repeated_failures(tasks)
     low_rate = _low_success_rate(metrics)
+    completed, _ = tasks.find(("completed",), by="updated_at", limit=RECENT_COMPLETED)
     return {
         "running": [{**task, "live_tail": tasks.log_tail(task["id"], LIVE_TAIL_LINES)}
                     for task in running],
         "pending": [{**task, "wait_seconds": _age_seconds(task["created_at"], now)}
-                    for task in pending[:PENDING_SHOWN]],
-        "recent_completed": [task for task in final if task["status"] == "completed"]
-        [:RECENT_COMPLETED],
+                    for task in pending],
+        "recent_completed": completed,
         "attention": {"stuck": stuck, "repeated_failures": repeated,
                       "low_success_rate": low_rate, "flags": _flags(stuck, repeated, low_rate)},
     }

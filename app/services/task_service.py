@@ -190,13 +190,24 @@ class TaskService:
         """Matching task states (no ``command``), newest (or oldest) first by
         ``created_at`` then ``id`` (a stable order to page through with ``offset``), at
         most ``limit``; and how many matched."""
-        self._settle()
-        return self.store.page(status, task_type, order == "newest", limit, offset)
+        return self.find(None if status is None else (status,), task_type=task_type,
+                         newest_first=order == "newest", limit=limit, offset=offset)
 
-    def states(self) -> list[Task]:
-        """Every task's current state (no ``command``), as of now."""
+    def find(
+        self,
+        statuses: tuple[str, ...] | None,
+        *,
+        task_type: str | None = None,
+        by: str = "created_at",
+        newest_first: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[Task], int]:
+        """Task states (no ``command``) of these statuses (None: any), as of now, ordered
+        by ``by`` (``created_at`` or ``updated_at``) then ``id``, at most ``limit`` (None:
+        all of them); and how many matched."""
         self._settle()
-        return self.store.states()
+        return self.store.page(statuses, task_type, newest_first, limit, offset, by)
 
     def counts_by_status(self) -> dict[str, int]:
         self._settle()

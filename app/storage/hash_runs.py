@@ -9,6 +9,8 @@ is copied O(log n) times in all, and a lookup is a binary search per run.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 MERGE_AT = 4096
@@ -84,6 +86,52 @@ class HashRuns:
                                 np.insert(old_values, at, new_values))]
 
 
+WORD_HASHED_CHARS = 64
+"""ASCII strings up to this long are hashed by :func:`_word_keys`, in numpy; others by
+blake2b, one by one. Each string always goes the same way, so its key never changes."""
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
 def hash_keys(texts: list[str]) -> np.ndarray:
-    """The 64-bit keys of strings (Python's hash: the same in a process and its forks)."""
-    return np.fromiter(map(hash, texts), np.int64, len(texts))
+    """64-bit keys of strings that are the same in every process and every run, so they
+    can be saved beside a store and read back by another process."""
+    keys = np.empty(len(texts), np.int64)
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    ascii_ = np.fromiter(map(str.isascii, texts), bool, len(texts))
+    word_hashed = ascii_ & (lengths > 0) & (lengths <= WORD_HASHED_CHARS)
+    for length in np.unique(lengths[word_hashed]).tolist():
+        chosen = np.flatnonzero(word_hashed & (lengths == length))
+        group = texts if len(chosen) == len(texts) else [texts[i] for i in chosen.tolist()]
+        keys[chosen] = _word_keys("".join(group).encode("ascii"), len(group), length)
+    for i in np.flatnonzero(~word_hashed).tolist():
+        digest = hashlib.blake2b(texts[i].encode("utf-8", "surrogatepass"), digest_size=8)
+        keys[i] = int.from_bytes(digest.digest(), "little", signed=True)
+    return keys
+
+
+def hash_key(text: str) -> int:
+    return int(hash_keys([text])[0])
+
+
+def _word_keys(data: bytes, count: int, length: int) -> np.ndarray:
+    """Keys of ``count`` strings of ``length`` bytes each, laid end to end in ``data``:
+    each 8-byte word is mixed into the key in turn (splitmix64's finalizer)."""
+    strings = np.frombuffer(data, np.uint8).reshape(count, length)
+    if length % 8:
+        strings = np.pad(strings, ((0, 0), (0, 8 - length % 8)))
+    words = np.ascontiguousarray(strings).view("<u8")
+    keys = np.full(count, length, np.uint64)
+    with np.errstate(over="ignore"):
+        for column in range(words.shape[1]):
+            keys ^= words[:, column]
+            _mix(keys)
+    return keys.view(np.int64)
+
+
+def _mix(keys: np.ndarray) -> None:
+    """splitmix64's finalizer, in place."""
+    keys ^= keys >> np.uint64(30)
+    keys *= _MIX[0]
+    keys ^= keys >> np.uint64(27)
+    keys *= _MIX[1]
+    keys ^= keys >> np.uint64(31)

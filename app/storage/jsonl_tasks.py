@@ -3,9 +3,11 @@
 A task's first line holds the whole task; each state change appends a line with the
 task's id and only the fields that changed, laid over what came before (lines of
 earlier versions, which repeat the whole task, read the same). So a stored task costs
-about its direction and context once, whatever its history. Each process replays what
-was appended since its last read. A transaction is read, checked and written under the
-log's lock, which is what stops two runners from claiming the same task.
+about its direction and context once, whatever its history. Each process takes in what
+was appended since its last read, keeping in memory only what finding, listing and
+claiming tasks need (:mod:`app.storage.task_rows`); a task's whole state is read back
+from its lines. A transaction is read, checked and written under the log's lock, which
+is what stops two runners from claiming the same task.
 """
 from __future__ import annotations
 
@@ -17,63 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from app.clock import parse_iso
-from app.models.agent import STATUSES, TASK_TYPES
 from app.models.metrics import FINAL_STATUSES
-from app.storage.jsonl_log import JsonlLog
+from app.storage.jsonl_log import JsonlLog, LogReader
+from app.storage.jsonl_metrics import cyclic_gc_paused
 from app.storage.retention import CompactionReport, compact
-from app.storage.stores import MetricStore, Task, lease_expired
+from app.storage.stores import MetricStore, Task
 from app.storage.task_logs import TaskLogs
-
-TEXT_FIELDS = ("id", "direction", "task_type", "model")
-TIME_FIELDS = ("created_at", "updated_at")
-UNSTORED_FIELDS = ("command",)
-"""Fields that lines of earlier versions stored and that are now derived when read."""
+from app.storage.task_rows import TaskRows, merged_state
 
 
-def _is_time(value: Any) -> bool:
-    try:
-        parse_iso(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def is_task_state(state: dict[str, Any]) -> bool:
-    """Whether a stored line is a task state the service can use (a line written by
-    hand or damaged may lack fields, or hold values, that listing, transitions and
-    metric records rely on)."""
-    return (
-        state.get("status") in STATUSES
-        and state.get("task_type") in TASK_TYPES
-        and all(isinstance(state.get(name), str) and state[name] for name in TEXT_FIELDS)
-        and all(_is_time(state.get(name)) for name in TIME_FIELDS)
-        and (state.get("started_at") is None or _is_time(state["started_at"]))
-        and isinstance(state.get("context"), dict)
-    )
-
-
-def merged_state(
-    latest: dict[str, dict[str, Any]], line: dict[str, Any]
-) -> dict[str, Any] | None:
-    """The task state a stored line leaves: the line laid over the task's state so far.
-    None if the result is not a usable task state (the line is then skipped)."""
-    task_id = line.get("id")
-    previous = latest.get(task_id) if isinstance(task_id, str) else None
-    state = {**previous, **line} if previous is not None else dict(line)
-    for name in UNSTORED_FIELDS:
-        state.pop(name, None)
-    return state if is_task_state(state) else None
-
-
-def _claim_order(task: Task) -> tuple[str, str]:
-    return task["created_at"], task["id"]
-
-
-def _mark(ids: set[str], task_id: str, member: bool) -> None:
-    if member:
-        ids.add(task_id)
-    else:
-        ids.discard(task_id)
+def read_rows(reader: LogReader, rows: TaskRows) -> TaskRows:
+    """``rows`` with the lines ``reader`` had not read yet taken in (new rows, if the
+    file was replaced)."""
+    with cyclic_gc_paused():
+        for batch in reader.poll():
+            if batch.reset:
+                rows = TaskRows(reader.read_line_at)
+            rows.take(batch.records)
+    return rows
 
 
 class JsonlTaskStore:
@@ -84,76 +47,63 @@ class JsonlTaskStore:
         self.metrics = metrics
         self._reader = self.log.reader()
         self._guard = threading.RLock()
-        self._tasks: dict[str, Task] = {}
-        self._unrecorded: set[str] = set()
-        """Final tasks whose metric record is not known to be written yet."""
-        self._leased: set[str] = set()
-        """Running tasks under a lease: the only ones whose lease can expire, so reads
-        look for due expiries among them, not among every task."""
+        self.rows = TaskRows(self._reader.read_line_at)
 
     def close(self) -> None:
         with self._guard:
             self._reader.close()
 
     def refresh(self) -> None:
-        """Replay what was appended since the last read: the latest state per task."""
+        """Take in what was appended since the last read (all of it, if the file was
+        replaced)."""
         with self._guard:
-            for batch in self._reader.poll():
-                if batch.reset:
-                    self._tasks, self._unrecorded, self._leased = {}, set(), set()
-                for _, line in batch.records:
-                    state = merged_state(self._tasks, line)
-                    if state is None:
-                        continue
-                    self._tasks[state["id"]] = state
-                    _mark(self._unrecorded, state["id"], state.get("recorded") is False)
-                    _mark(self._leased, state["id"], state["status"] == "running"
-                          and state.get("lease_expires_at") is not None)
+            self.rows = read_rows(self._reader, self.rows)
 
     def insert(self, task: Task) -> None:
         self.log.append([task])
 
+    def _state(self, task_id: str) -> Task | None:
+        row = self.rows.row_of(task_id)
+        state = None if row is None else self.rows.state(row)
+        return state if state is not None and state.get("id") == task_id else None
+
     def get(self, task_id: str) -> Task | None:
         with self._guard:
             self.refresh()
-            return self._tasks.get(task_id)
+            return self._state(task_id)
 
     def page(
-        self, status: str | None, task_type: str | None, newest_first: bool, limit: int,
-        offset: int,
+        self, statuses: tuple[str, ...] | None, task_type: str | None, newest_first: bool,
+        limit: int | None, offset: int = 0, by: str = "created_at",
     ) -> tuple[list[Task], int]:
         with self._guard:
             self.refresh()
-            matches = [
-                task for task in self._tasks.values()
-                if (status is None or task["status"] == status)
-                and (task_type is None or task["task_type"] == task_type)
-            ]
-        matches.sort(key=_claim_order, reverse=newest_first)
-        return matches[offset:offset + limit], len(matches)
+            return self.rows.page(statuses, task_type, by, newest_first, limit, offset)
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
         with self._guard:
             self.refresh()
-            for task in self._tasks.values():
-                counts[task["status"]] = counts.get(task["status"], 0) + 1
-        return counts
+            return self.rows.counts()
 
-    def states(self) -> list[Task]:
-        with self._guard:
-            self.refresh()
-            return list(self._tasks.values())
-
-    def _expired(self, now: datetime, task_id: str | None) -> list[Task]:
-        leased = self._leased if task_id is None else self._leased & {task_id}
-        return [self._tasks[leased_id] for leased_id in sorted(leased)
-                if lease_expired(self._tasks[leased_id], now)]
+    def states(self) -> Iterator[Task]:
+        """Every task's state in claim order, read afresh from the file (for copying)."""
+        reader = self.log.reader()
+        try:
+            rows = read_rows(reader, TaskRows(reader.read_line_at))
+            for row in rows.rows_in_claim_order():
+                yield rows.state(row)
+        finally:
+            reader.close()
 
     def has_due(self, now: datetime, task_id: str | None = None) -> bool:
         with self._guard:
             self.refresh()
-            return bool(self._unrecorded or self._expired(now, task_id))
+            if self.rows.unrecorded:
+                return True
+            row = None if task_id is None else self.rows.row_of(task_id)
+            if task_id is not None and row is None:
+                return False
+            return bool(self.rows.expired(now, row))
 
     @contextmanager
     def transaction(self) -> Iterator[JsonlTransaction]:
@@ -171,7 +121,7 @@ class JsonlTaskStore:
         ) -> Iterator[dict[str, Any]]:
             latest: dict[str, dict[str, Any]] = {}
             for line in lines:
-                state = merged_state(latest, line)
+                state = merged_state(latest.get(line.get("id")), line)
                 if state is None:
                     report.invalid += 1
                     continue
@@ -218,26 +168,30 @@ class JsonlTransaction:
     def __init__(self, store: JsonlTaskStore) -> None:
         self.store = store
 
+    def _states(self, rows: list[int]) -> list[Task]:
+        return [self.store.rows.state(row) for row in rows]
+
     def get(self, task_id: str) -> Task | None:
-        return self.store._tasks.get(task_id)
+        return self.store._state(task_id)
 
     def held_by(self, runner_id: str, now: datetime) -> Task | None:
-        tasks = self.store._tasks
-        held = [tasks[task_id] for task_id in self.store._leased
-                if tasks[task_id].get("runner_id") == runner_id
-                and not lease_expired(tasks[task_id], now)]
-        return min(held, key=_claim_order, default=None)
+        row = self.store.rows.held_by(runner_id, now)
+        return None if row is None else self.store.rows.state(row)
 
     def oldest_pending(self, task_types: list[str] | None) -> Task | None:
-        pending = [task for task in self.store._tasks.values() if task["status"] == "pending"
-                   and (not task_types or task["task_type"] in task_types)]
-        return min(pending, key=_claim_order, default=None)
+        row = self.store.rows.oldest_pending(task_types)
+        return None if row is None else self.store.rows.state(row)
 
     def expired(self, now: datetime, task_id: str | None = None) -> list[Task]:
-        return self.store._expired(now, task_id)
+        rows = self.store.rows
+        row = None if task_id is None else rows.row_of(task_id)
+        if task_id is not None and row is None:
+            return []
+        return sorted(self._states(rows.expired(now, row)), key=lambda task: task["id"])
 
     def unrecorded(self) -> list[Task]:
-        return [self.store._tasks[task_id] for task_id in sorted(self.store._unrecorded)]
+        return sorted(self._states(list(self.store.rows.unrecorded)),
+                      key=lambda task: task["id"])
 
     def save(self, change: dict[str, Any]) -> None:
         self.store.log.append([change])

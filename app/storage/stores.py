@@ -100,16 +100,15 @@ class TaskStore(Protocol):
         ...
 
     def page(
-        self, status: str | None, task_type: str | None, newest_first: bool, limit: int,
-        offset: int,
+        self, statuses: tuple[str, ...] | None, task_type: str | None, newest_first: bool,
+        limit: int | None, offset: int = 0, by: str = "created_at",
     ) -> tuple[list[Task], int]:
-        """Matching tasks ordered by ``created_at`` then ``id``, and how many matched."""
+        """Tasks of these statuses (None: any) and task type, ordered by ``by``
+        (``created_at`` or ``updated_at``) then ``id``, from ``offset``, at most ``limit``
+        (None: all); and how many matched."""
 
     def counts(self) -> dict[str, int]:
         """How many tasks are in each status there is a task in."""
-
-    def states(self) -> list[Task]:
-        ...
 
     def has_due(self, now: datetime, task_id: str | None = None) -> bool:
         """Whether a lease has run out, or a final task lacks its record (cheap)."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from app.storage.hash_runs import HashRuns, hash_keys
+from app.storage.hash_runs import HashRuns, hash_key, hash_keys
 
 TaskIdAt = Callable[[int], "str | None"]
 
@@ -23,7 +23,7 @@ class TaskIdIndex:
 
     def contains(self, task_id: str) -> bool:
         return any(self._task_id_at(offset) == task_id
-                   for offset in self._offsets.values_of(hash(task_id)))
+                   for offset in self._offsets.values_of(hash_key(task_id)))
 
     def add_new(self, task_ids: list[str], offsets: np.ndarray) -> np.ndarray:
         """Add the ids not seen before (in order); returns which of them were new."""

@@ -70,9 +70,12 @@ def _copy_records(database: PostgresDatabase, records: Iterable[dict[str, Any]],
 
 
 def _copy_tasks(database: PostgresDatabase, tasks: Iterable[dict[str, Any]],
-                counts: CopyCounts) -> None:
+                counts: CopyCounts) -> list[str]:
+    """Returns the ids of the tasks offered."""
     columns = ", ".join(ROW_FIELDS)
+    task_ids = []
     for batch in _batches(tasks):
+        task_ids.extend(task["id"] for task in batch)
         with database.connection() as conn:
             copied = 0
             for task in batch:
@@ -81,6 +84,7 @@ def _copy_tasks(database: PostgresDatabase, tasks: Iterable[dict[str, Any]],
                     f"(%s, {', '.join(['%s'] * len(ROW_FIELDS))}, %s) "
                     "ON CONFLICT (id) DO NOTHING", (task["id"], *_row(task))).rowcount
             counts.add("tasks", copied, len(batch))
+    return task_ids
 
 
 def _copy_task_logs(database: PostgresDatabase, tasks: JsonlTaskStore,
@@ -114,7 +118,6 @@ def copy_stores(source: Path, database: PostgresDatabase) -> CopyCounts:
     tasks = JsonlTaskStore(config.tasks_path(source), metrics=metrics, fsync=False)
     _copy_records(database, map(as_stored, metrics.records()), counts)
     _copy_carried(database, metrics)
-    states = tasks.states()
-    _copy_tasks(database, states, counts)
-    _copy_task_logs(database, tasks, (task["id"] for task in states), counts)
+    task_ids = _copy_tasks(database, tasks.states(), counts)
+    _copy_task_logs(database, tasks, task_ids, counts)
     return counts

@@ -57,6 +57,10 @@ MIGRATIONS: tuple[str, ...] = (
         log text NOT NULL
     );
     """,
+    # 2: the views for operators list tasks of some statuses by when they last changed.
+    """
+    CREATE INDEX tasks_by_status_updated ON tasks (status, updated_at, id);
+    """,
 )
 LATEST = len(MIGRATIONS)
 

@@ -23,6 +23,7 @@ from app.storage.retention import CompactionReport
 from app.storage.stores import Task
 from app.storage.task_logs import MAX_LOG_BYTES
 
+ORDERS = ("created_at", "updated_at")
 ROW_FIELDS = ("status", "task_type", "created_at", "updated_at", "runner_id",
               "lease_expires_at", "recorded")
 
@@ -60,31 +61,29 @@ class PostgresTaskStore:
             return _one(conn.execute("SELECT state FROM tasks WHERE id = %s", (task_id,)))
 
     def page(
-        self, status: str | None, task_type: str | None, newest_first: bool, limit: int,
-        offset: int,
+        self, statuses: tuple[str, ...] | None, task_type: str | None, newest_first: bool,
+        limit: int | None, offset: int = 0, by: str = "created_at",
     ) -> tuple[list[Task], int]:
         """Only the filters asked for go into the query, so each shape keeps a plan that
         uses its index."""
-        filters = {"status": status, "task_type": task_type}
-        asked = {name: value for name, value in filters.items() if value is not None}
-        where = " AND ".join(f"{name} = %({name})s" for name in asked)
-        where = f"WHERE {where}" if where else ""
+        if by not in ORDERS:
+            raise ValueError(f"tasks are ordered by one of {ORDERS}, not {by!r}")
+        filters = {"status = ANY(%(statuses)s)": statuses, "task_type = %(task_type)s": task_type}
+        asked = [condition for condition, value in filters.items() if value is not None]
+        where = f"WHERE {' AND '.join(asked)}" if asked else ""
+        values = {"statuses": list(statuses or ()), "task_type": task_type, "limit": limit,
+                  "offset": offset}
         direction = "DESC" if newest_first else "ASC"
         with self.database.connection() as conn:
             tasks = _states(conn.execute(
-                f"SELECT state FROM tasks {where} ORDER BY created_at {direction}, id "
-                f"{direction} LIMIT %(limit)s OFFSET %(offset)s",
-                {**asked, "limit": limit, "offset": offset}))
-            total, = conn.execute(f"SELECT count(*) FROM tasks {where}", asked).fetchone()
+                f"SELECT state FROM tasks {where} ORDER BY {by} {direction}, id "
+                f"{direction} LIMIT %(limit)s OFFSET %(offset)s", values))
+            total, = conn.execute(f"SELECT count(*) FROM tasks {where}", values).fetchone()
         return tasks, total
 
     def counts(self) -> dict[str, int]:
         with self.database.connection() as conn:
             return dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status"))
-
-    def states(self) -> list[Task]:
-        with self.database.connection() as conn:
-            return _states(conn.execute("SELECT state FROM tasks"))
 
     def has_due(self, now: datetime, task_id: str | None = None) -> bool:
         with self.database.connection() as conn:

@@ -1,0 +1,470 @@
+"""What the JSONL task store keeps in memory of each task: what listing, counting,
+claiming and transitions look at, never a direction, an output or a context.
+
+Each task is a row, numbered in the order tasks first appear in the file, holding codes
+of its status and task type, ``updated_at`` in microseconds, the first 8 bytes of its id
+and the chain of its lines in the file (each line's offset and the line of the same
+task before it). Its whole state is read back from those lines when a response needs
+it. Rows are kept in claim order (``created_at``, then id) in one array, and the
+positions of pending tasks in a sorted array of their own, so a claim or a list of
+pending tasks never looks at final ones. Running tasks under a lease and final tasks
+whose metric record is not written are few; they are kept in a dict and a set.
+
+A task is found by the 64-bit hash of its id and its first 8 bytes; a state read back
+is checked against the id asked for.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from app.clock import parse_iso
+from app.models.agent import STATUSES, TASK_TYPES
+from app.storage.hash_runs import HashRuns, hash_key, hash_keys
+from app.storage.metric_records import to_micros
+from app.storage.stores import Task, lease_expired
+
+LineAt = Callable[[int], "dict[str, Any] | None"]
+
+STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
+TYPE_CODES = {task_type: code for code, task_type in enumerate(TASK_TYPES)}
+PENDING, RUNNING = STATUS_CODES["pending"], STATUS_CODES["running"]
+LEASE_FIELDS = ("runner_id", "lease_expires_at")
+UNSTORED_FIELDS = ("command",)
+"""Fields that lines of earlier versions stored and that are now derived when read."""
+ORDER_FIELDS = ("created_at", "updated_at")
+
+
+def _is_time(value: Any) -> bool:
+    try:
+        parse_iso(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "status": lambda value: value in STATUS_CODES,
+    "task_type": lambda value: value in TYPE_CODES,
+    "id": _is_text,
+    "direction": _is_text,
+    "model": _is_text,
+    "created_at": _is_time,
+    "updated_at": _is_time,
+    "started_at": lambda value: value is None or _is_time(value),
+    "context": lambda value: isinstance(value, dict),
+}
+REQUIRED_FIELDS = tuple(name for name in FIELD_CHECKS if name != "started_at")
+
+
+def is_task_change(line: dict[str, Any]) -> bool:
+    """Whether the fields a stored line sets are usable: laid over a usable task state,
+    it leaves one."""
+    for name, value in line.items():
+        check = FIELD_CHECKS.get(name)
+        if check is not None and not check(value):
+            return False
+    return True
+
+
+def is_task_state(state: dict[str, Any]) -> bool:
+    """Whether a stored line is a whole task state the service can use (a line written
+    by hand or damaged may lack fields, or hold values, that listing, transitions and
+    metric records rely on)."""
+    return all(name in state for name in REQUIRED_FIELDS) and is_task_change(state)
+
+
+def merged_state(previous: Task | None, line: dict[str, Any]) -> Task | None:
+    """The task state a stored line leaves, laid over the task's state so far (None:
+    the task's first line); None if that is no usable state (the line is skipped)."""
+    if previous is not None:
+        return {**previous, **_stored(line)} if is_task_change(line) else None
+    state = _stored(line)
+    return state if is_task_state(state) else None
+
+
+def _stored(line: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in line.items() if name not in UNSTORED_FIELDS}
+
+
+def micros(stamp: str) -> int:
+    return to_micros(parse_iso(stamp))
+
+
+def id_prefix(task_id: str) -> int:
+    """The id's first 8 bytes (UTF-8, zero-padded) as a number that sorts as they do."""
+    return int.from_bytes(task_id[:8].encode("utf-8", "surrogatepass")[:8].ljust(8, b"\0"),
+                          "big")
+
+
+class Column:
+    """A numpy array that grows by doubling; :attr:`values` is the filled part."""
+
+    def __init__(self, dtype: type) -> None:
+        self._data = np.empty(1024, dtype)
+        self.size = 0
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._data[: self.size]
+
+    def extend(self, values: Iterable[Any] | np.ndarray) -> None:
+        values = np.asarray(values, self._data.dtype)
+        needed = self.size + len(values)
+        if needed > len(self._data):
+            grown = np.empty(max(needed, 2 * len(self._data)), self._data.dtype)
+            grown[: self.size] = self.values
+            self._data = grown
+        self._data[self.size: needed] = values
+        self.size = needed
+
+    def insert(self, at: np.ndarray, values: np.ndarray) -> None:
+        """Insert ``values`` before the indexes ``at`` (as :func:`numpy.insert`)."""
+        inserted = np.insert(self.values, at, values)
+        self._data, self.size = inserted, len(inserted)
+
+    def delete(self, index: int) -> None:
+        self._data[index: self.size - 1] = self._data[index + 1: self.size]
+        self.size -= 1
+
+
+class TaskRows:
+    def __init__(self, line_at: LineAt) -> None:
+        """``line_at(offset)`` reads the stored line at that offset of the file."""
+        self._line_at = line_at
+        self.status = Column(np.int8)
+        self.task_type = Column(np.int8)
+        self.updated_us = Column(np.int64)
+        self.prefix = Column(np.uint64)
+        self.last_line = Column(np.int32)
+        self.position = Column(np.int32)
+        """Each row's place in :attr:`order`; -1 until it is placed."""
+        self.line_offset = Column(np.int64)
+        self.line_before = Column(np.int32)
+        self.order = Column(np.int32)
+        """Rows in claim order: ``created_at``, then id."""
+        self.order_created = Column(np.int64)
+        """``created_at`` (microseconds) of each row of :attr:`order`, in that order."""
+        self.pending = np.empty(0, np.int64)
+        """Sorted positions in :attr:`order` of the pending tasks."""
+        self.leases: dict[int, dict[str, Any]] = {}
+        """Running tasks under a lease: their runner_id and lease_expires_at."""
+        self.unrecorded: set[int] = set()
+        """Final tasks whose metric record is not known to be written yet."""
+        self._rows = HashRuns()
+        self._unplaced: dict[int, int] = {}
+        """``created_at`` of rows made by the batch being taken, placed at its end."""
+
+    def __len__(self) -> int:
+        return self.status.size
+
+    # -- reading back ----------------------------------------------------------------
+
+    def state(self, row: int) -> Task:
+        """The row's task state: its lines laid over each other in file order."""
+        offsets = []
+        line = int(self.last_line.values[row])
+        while line >= 0:
+            offsets.append(int(self.line_offset.values[line]))
+            line = int(self.line_before.values[line])
+        state: Task = {}
+        for offset in reversed(offsets):
+            state.update(_stored(self._line_at(offset) or {}))
+        return state
+
+    def _task_id(self, row: int) -> str:
+        return self.state(row)["id"]
+
+    def row_of(self, task_id: str) -> int | None:
+        prefix = id_prefix(task_id)
+        rows = [row for row in self._rows.values_of(hash_key(task_id))
+                if int(self.prefix.values[row]) == prefix]
+        if len(rows) > 1:
+            rows = [row for row in rows if self._task_id(row) == task_id]
+        return rows[0] if rows else None
+
+    def _known_rows(self, task_ids: list[str]) -> np.ndarray:
+        """The row of each id (-1 for ids not seen before)."""
+        keys = hash_keys(task_ids)
+        found = self._rows.only_values(keys)
+        prefixes = np.fromiter(map(id_prefix, task_ids), np.uint64, len(task_ids))
+        hit = found >= 0
+        found[hit] = np.where(self.prefix.values[found[hit]] == prefixes[hit], found[hit], -1)
+        for i in np.flatnonzero(found == -2).tolist():
+            row = self.row_of(task_ids[i])
+            found[i] = -1 if row is None else row
+        return found
+
+    # -- taking lines in ---------------------------------------------------------------
+
+    def take(self, lines: list[tuple[int, dict[str, Any]]]) -> None:
+        """Take in lines read from the file, in file order; lines that are no usable
+        task state (or change of one) are skipped. The batch's changes are gathered in
+        plain Python first and written to the columns at its end, in one go."""
+        lines = [(offset, line) for offset, line in lines if _is_text(line.get("id"))]
+        known = self._known_rows([line["id"] for _, line in lines])
+        batch = _Batch(len(self), self.line_offset.size)
+        for (offset, line), row in zip(lines, known.tolist()):
+            task_id = line["id"]
+            row = batch.made.get(task_id, row)
+            if row >= 0:
+                if is_task_change(line):
+                    self._change(batch, row, line, offset)
+                continue
+            state = merged_state(None, line)
+            if state is not None:
+                row = batch.make(task_id, state, offset)
+                self._track(batch, row, state, whole=True)
+        self._write(batch)
+
+    def _status_of(self, batch: _Batch, row: int) -> int:
+        status = batch.status.get(row)
+        return int(self.status.values[row]) if status is None else status
+
+    def _change(self, batch: _Batch, row: int, line: dict[str, Any], offset: int) -> None:
+        before = batch.last.get(row)
+        batch.add_line(row, offset, int(self.last_line.values[row]) if before is None else before)
+        if "status" in line:
+            batch.status[row] = STATUS_CODES[line["status"]]
+        if "task_type" in line:
+            batch.task_type[row] = TYPE_CODES[line["task_type"]]
+        if "updated_at" in line:
+            batch.updated[row] = micros(line["updated_at"])
+        if "created_at" in line:
+            batch.created[row] = micros(line["created_at"])
+        self._track(batch, row, line, whole=False)
+
+    def _track(self, batch: _Batch, row: int, fields: dict[str, Any], whole: bool) -> None:
+        """Keep the row's place among the unrecorded and the leased tasks."""
+        if "recorded" in fields:
+            if fields["recorded"] is False:
+                self.unrecorded.add(row)
+            else:
+                self.unrecorded.discard(row)
+        if self._status_of(batch, row) != RUNNING:
+            self.leases.pop(row, None)
+            batch.unsure.discard(row)
+            return
+        held = self.leases.get(row)
+        if held is None and not whole and row not in batch.unsure:
+            if not any(name in fields for name in ("status", *LEASE_FIELDS)):
+                return
+            if not all(name in fields for name in LEASE_FIELDS):
+                batch.unsure.add(row)  # a line written by hand: read the whole task later
+                return
+        lease = {name: fields[name] if name in fields else (held or {}).get(name)
+                 for name in LEASE_FIELDS}
+        if lease["lease_expires_at"] is None:
+            self.leases.pop(row, None)
+        else:
+            self.leases[row] = lease
+
+    def _write(self, batch: _Batch) -> None:
+        """Write a batch's rows and changes to the columns."""
+        made = range(batch.first_row, batch.first_row + len(batch.made))
+        self.status.extend([batch.status.pop(row) for row in made])
+        self.task_type.extend([batch.task_type.pop(row) for row in made])
+        self.updated_us.extend([batch.updated.pop(row) for row in made])
+        self.prefix.extend(batch.prefixes)
+        self.last_line.extend([batch.last.pop(row) for row in made])
+        self.position.extend(np.full(len(made), -1, np.int32))
+        self.line_offset.extend(batch.line_offsets)
+        self.line_before.extend(batch.line_befores)
+        for column, changes in ((self.status, batch.status), (self.task_type, batch.task_type),
+                                (self.updated_us, batch.updated), (self.last_line, batch.last)):
+            if changes:
+                column.values[list(changes)] = list(changes.values())
+        if batch.made:
+            self._rows.add(hash_keys(list(batch.made)), np.fromiter(made, np.int64))
+        for row in batch.unsure:
+            state = self.state(row)
+            self.leases.pop(row, None)
+            if state.get("lease_expires_at") is not None:
+                self.leases[row] = {name: state.get(name) for name in LEASE_FIELDS}
+        moved = [(row, created) for row, created in batch.created.items()
+                 if row < batch.first_row]
+        self._unplaced.update((row, batch.created[row]) for row in made)
+        self._place(list(made), list(batch.made))
+        self._repend({row for row in batch.touched if row < batch.first_row})
+        for row, created in moved:
+            self._move(row, created)
+
+    # -- claim order -----------------------------------------------------------------
+
+    def _claim_key(self, row: int, created_us: int, task_id: str | None = None) -> tuple:
+        return created_us, int(self.prefix.values[row]), task_id or self._task_id(row)
+
+    def _place(self, rows: list[int], task_ids: list[str]) -> None:
+        """Put rows made by the last batch into claim order (and the pending ones among
+        the pending)."""
+        if not rows:
+            return
+        created = [self._unplaced.pop(row) for row in rows]
+        keys = sorted(zip(created, (int(self.prefix.values[row]) for row in rows), task_ids,
+                          rows))
+        created_sorted = np.array([key[0] for key in keys], np.int64)
+        rows_sorted = np.array([key[3] for key in keys], np.int32)
+        placed = self.order_created.values
+        if not len(placed) or created_sorted[0] > placed[-1]:
+            start = self.order.size
+            self.order.extend(rows_sorted)
+            self.order_created.extend(created_sorted)
+            self.position.values[rows_sorted] = np.arange(start, start + len(rows_sorted))
+        else:
+            at = np.searchsorted(placed, created_sorted, side="left")
+            ties = np.flatnonzero(np.searchsorted(placed, created_sorted, side="right") > at)
+            for i in ties.tolist():
+                at[i] = self._tied_place(keys[i][:3], int(at[i]))
+            self.pending = self.pending + np.searchsorted(at, self.pending, side="right")
+            self.order.insert(at, rows_sorted)
+            self.order_created.insert(at, created_sorted)
+            self.position.values[self.order.values] = np.arange(self.order.size)
+        self._repend(set(rows))
+
+    def _tied_place(self, key: tuple, start: int) -> int:
+        """Where a row with claim key ``key`` goes among rows of the same ``created_at``
+        starting at ``start`` of the order."""
+        order, placed = self.order.values, self.order_created.values
+        at = start
+        while at < len(order) and placed[at] == key[0] and \
+                self._claim_key(int(order[at]), key[0]) < key:
+            at += 1
+        return at
+
+    def _move(self, row: int, created_us: int) -> None:
+        """Give a placed row another ``created_at`` (a line written by hand)."""
+        at = int(self.position.values[row])
+        if at < 0:
+            self._unplaced[row] = created_us
+            return
+        if int(self.order_created.values[at]) == created_us:
+            return
+        was_pending = self.status.values[row] == PENDING
+        self.pending = self.pending[self.pending != at]
+        self.pending = self.pending - (self.pending > at)
+        self.order.delete(at)
+        self.order_created.delete(at)
+        self.position.values[self.order.values] = np.arange(self.order.size)
+        self.position.values[row] = -1
+        self._unplaced[row] = created_us
+        self._place([row], [self._task_id(row)])
+        if not was_pending:
+            self._repend({row})
+
+    def _repend(self, rows: set[int]) -> None:
+        """Bring the pending positions up to date for rows whose status may have changed."""
+        if not rows:
+            return
+        placed = [row for row in rows if self.position.values[row] >= 0]
+        positions = self.position.values[placed].astype(np.int64)
+        kept = self.pending[~np.isin(self.pending, positions)]
+        now_pending = positions[self.status.values[placed] == PENDING]
+        self.pending = np.union1d(kept, now_pending)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        counts = np.bincount(self.status.values, minlength=len(STATUSES))
+        return {status: int(counts[code]) for status, code in STATUS_CODES.items()
+                if counts[code]}
+
+    def _matching(self, statuses: tuple[str, ...] | None, task_type: str | None) -> np.ndarray:
+        """Rows of these statuses and task type, in claim order."""
+        if statuses == ("pending",):
+            rows = self.order.values[self.pending]
+        else:
+            rows = self.order.values
+            if statuses is not None:
+                codes = [STATUS_CODES[status] for status in statuses]
+                rows = rows[np.isin(self.status.values[rows], codes)]
+        if task_type is not None:
+            rows = rows[self.task_type.values[rows] == TYPE_CODES[task_type]]
+        return rows
+
+    def page(
+        self, statuses: tuple[str, ...] | None, task_type: str | None, by: str,
+        newest_first: bool, limit: int | None, offset: int,
+    ) -> tuple[list[Task], int]:
+        """States of matching tasks ordered by ``by`` (``created_at`` or ``updated_at``)
+        then id, and how many matched."""
+        rows = self._matching(statuses, task_type)
+        end = None if limit is None else offset + limit
+        if by == "created_at":
+            ordered = rows[::-1] if newest_first else rows
+            return [self.state(row) for row in ordered[offset:end].tolist()], len(rows)
+        updated = self.updated_us.values[rows]
+        if end is not None and end < len(rows):
+            edge = np.partition(-updated if newest_first else updated, end - 1)[end - 1]
+            rows = rows[-updated <= edge] if newest_first else rows[updated <= edge]
+        states = sorted((self.state(row) for row in rows.tolist()),
+                        key=lambda state: (micros(state["updated_at"]), state["id"]),
+                        reverse=newest_first)
+        return states[offset:end], len(updated)
+
+    def oldest_pending(self, task_types: list[str] | None) -> int | None:
+        rows = self.order.values[self.pending]
+        if task_types:
+            rows = rows[np.isin(self.task_type.values[rows],
+                                [TYPE_CODES[task_type] for task_type in task_types])]
+        return int(rows[0]) if len(rows) else None
+
+    def held_by(self, runner_id: str, now: datetime) -> int | None:
+        held = [row for row, lease in self.leases.items()
+                if lease["runner_id"] == runner_id and not _ran_out(lease, now)]
+        return min(held, key=lambda row: int(self.position.values[row]), default=None)
+
+    def expired(self, now: datetime, row: int | None = None) -> list[int]:
+        """Leased rows whose lease ran out by ``now`` (of one row, or of all)."""
+        leased = self.leases if row is None else {
+            row: self.leases[row]} if row in self.leases else {}
+        return [row for row, lease in leased.items() if _ran_out(lease, now)]
+
+    def rows_in_claim_order(self) -> list[int]:
+        return self.order.values.tolist()
+
+
+class _Batch:
+    """What one :meth:`TaskRows.take` gathers before writing it to the columns."""
+
+    def __init__(self, first_row: int, first_line: int) -> None:
+        self.first_row, self.first_line = first_row, first_line
+        self.made: dict[str, int] = {}
+        """Ids of the tasks the batch makes rows for, and their rows."""
+        self.prefixes: list[int] = []
+        self.status: dict[int, int] = {}
+        self.task_type: dict[int, int] = {}
+        self.updated: dict[int, int] = {}
+        self.created: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+        self.touched: set[int] = set()
+        self.unsure: set[int] = set()
+        """Running rows whose lease only the whole state tells (lines written by hand)."""
+        self.line_offsets: list[int] = []
+        self.line_befores: list[int] = []
+
+    def add_line(self, row: int, offset: int, before: int) -> None:
+        self.last[row] = self.first_line + len(self.line_offsets)
+        self.line_offsets.append(offset)
+        self.line_befores.append(before)
+        self.touched.add(row)
+
+    def make(self, task_id: str, state: Task, offset: int) -> int:
+        row = self.made[task_id] = self.first_row + len(self.made)
+        self.prefixes.append(id_prefix(task_id))
+        self.status[row] = STATUS_CODES[state["status"]]
+        self.task_type[row] = TYPE_CODES[state["task_type"]]
+        self.updated[row] = micros(state["updated_at"])
+        self.created[row] = micros(state["created_at"])
+        self.add_line(row, offset, -1)
+        return row
+
+
+def _ran_out(lease: dict[str, Any], now: datetime) -> bool:
+    return lease_expired({"status": "running", **lease}, now)

@@ -1,0 +1,127 @@
+"""The JSONL task store keeps only rows in memory and reads states back from the file:
+for any sequence of stored lines (whole tasks, changes, lines written by hand, damaged
+lines, ids that share a prefix, equal times, appends read in several goes) it answers as
+replaying every line into whole states would."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.models.agent import STATUSES, TASK_TYPES
+from app.storage.jsonl_metrics import JsonlMetricStore
+from app.storage.jsonl_tasks import JsonlTaskStore
+from app.storage.task_rows import merged_state, micros
+
+IDS = ["a", "b", "task-0001", "task-0002", "task-00010", "task-0001x", "é-1",
+       "0f3c2a1b9d8e7f60a1b2c3d4e5f60718", "0f3c2a1b00000000a1b2c3d4e5f60718"]
+BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+NOW = BASE + timedelta(seconds=30)
+
+
+def stamp(seconds: int, style: int) -> str:
+    moment = BASE + timedelta(seconds=seconds)
+    if style == 0:
+        return moment.isoformat(timespec="microseconds")
+    if style == 1:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(timezone(timedelta(hours=2))).isoformat()
+
+
+times = st.builds(stamp, st.integers(0, 40), st.integers(0, 2))
+close_times = st.builds(stamp, st.integers(0, 3), st.integers(0, 2))
+statuses = st.sampled_from([*STATUSES, "bogus"])
+task_types = st.sampled_from([*TASK_TYPES, "bogus"])
+runners = st.sampled_from(["r1", "r2", None])
+whole = st.fixed_dictionaries(
+    {"id": st.sampled_from(IDS), "direction": st.just("do it"), "task_type": task_types,
+     "status": statuses, "model": st.just("m"), "context": st.just({}),
+     "created_at": close_times, "updated_at": close_times, "started_at": st.none()},
+    optional={"runner_id": runners, "lease_expires_at": st.one_of(st.none(), times),
+              "recorded": st.booleans(), "command": st.just("old rendered command")})
+change = st.fixed_dictionaries(
+    {"id": st.sampled_from(IDS)},
+    optional={"status": statuses, "updated_at": times, "runner_id": runners,
+              "lease_expires_at": st.one_of(st.none(), times), "recorded": st.booleans(),
+              "created_at": times, "task_type": task_types, "output": st.text(max_size=5)})
+junk = st.sampled_from([{"id": 5}, {"no": "id"}, {"id": ""}])
+lines = st.lists(st.one_of(whole, whole, change, change, change, junk), min_size=4, max_size=60)
+
+
+def replay(stored: list[dict]) -> dict[str, dict]:
+    latest: dict[str, dict] = {}
+    for line in stored:
+        task_id = line.get("id")
+        if isinstance(task_id, str) and task_id:
+            state = merged_state(latest.get(task_id), line)
+            if state is not None:
+                latest[task_id] = state
+    return latest
+
+
+def ordered(states, by: str, newest_first: bool) -> list[dict]:
+    return sorted(states, key=lambda state: (micros(state[by]), state["id"]),
+                  reverse=newest_first)
+
+
+def leased(state: dict) -> bool:
+    return state["status"] == "running" and state.get("lease_expires_at") is not None
+
+
+def expired(state: dict) -> bool:
+    return leased(state) and datetime.fromisoformat(
+        state["lease_expires_at"].replace("Z", "+00:00")) <= NOW
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stored=lines, cuts=st.lists(st.integers(0, 40), max_size=4))
+def test_rows_answer_as_a_replay_of_every_line(tmp_path: Path, stored, cuts) -> None:
+    folder = Path(tmp_path, str(len(list(tmp_path.iterdir()))))
+    folder.mkdir()
+    path = folder / "tasks.jsonl"
+    store = JsonlTaskStore(path, metrics=JsonlMetricStore(folder / "metrics.jsonl"),
+                           fsync=False)
+    edges = sorted({0, len(stored), *(cut for cut in cuts if cut < len(stored))})
+    with open(path, "ab") as handle:
+        for start, end in zip(edges, edges[1:]):
+            handle.write(b"".join(orjson.dumps(line) + b"\n" for line in stored[start:end]))
+            handle.flush()
+            store.refresh()  # appends are taken in over several reads
+    latest = replay(stored)
+    states = list(latest.values())
+
+    for task_id in IDS:
+        assert store.get(task_id) == latest.get(task_id)
+    assert store.counts() == {status: n for status in STATUSES
+                              if (n := sum(s["status"] == status for s in states))}
+    for filters in [(None, None), (("pending",), None), (("pending",), "impl"),
+                    (("completed", "failed"), None), (None, "spec")]:
+        matching = [s for s in states if (filters[0] is None or s["status"] in filters[0])
+                    and (filters[1] is None or s["task_type"] == filters[1])]
+        for by in ("created_at", "updated_at"):
+            for newest_first in (True, False):
+                expected = ordered(matching, by, newest_first)
+                for limit, offset in [(None, 0), (2, 0), (3, 1)]:
+                    end = None if limit is None else offset + limit
+                    assert store.page(*filters, newest_first, limit, offset, by) == (
+                        expected[offset:end], len(matching))
+
+    in_claim_order = ordered(states, "created_at", False)
+    with store.transaction() as tx:
+        for types in (None, ["impl"], ["spec", "test"]):
+            pending = [s for s in in_claim_order if s["status"] == "pending"
+                       and (not types or s["task_type"] in types)]
+            assert tx.oldest_pending(types) == (pending[0] if pending else None)
+        for runner in ("r1", "r2"):
+            held = [s for s in in_claim_order if leased(s) and not expired(s)
+                    and s.get("runner_id") == runner]
+            assert tx.held_by(runner, NOW) == (held[0] if held else None)
+        assert tx.expired(NOW) == sorted((s for s in states if expired(s)),
+                                         key=lambda s: s["id"])
+        assert tx.unrecorded() == sorted((s for s in states if s.get("recorded") is False),
+                                         key=lambda s: s["id"])
+    assert list(store.states()) == in_claim_order

@@ -4,9 +4,11 @@ Generates a store (default 1,000,000 records over 14 days, half inside the 7-day
 then measures, on this machine and in this run: a full rescan of the file (the plain
 approach), a cold read of the store by a new MetricsService (what a worker does when it
 starts after the file was replaced), gunicorn's start (its master reads the store once
-before forking), the first GET after it, warm GETs over HTTP, resident memory per
-worker, and record_task from several processes at once (checking that nothing is lost
-or doubled). Prints one table with the ratios.
+before forking), the first GET after it, warm GETs over HTTP and resident memory per
+worker, and prints one table with the ratios. Then the other modes, each with its own
+table: record_task from several processes with the store's lock and with a bare flock
+(:mod:`bench.bench_lock`), the task store (:mod:`bench.bench_tasks`), start-up with and
+without checkpoints (:mod:`bench.bench_startup`) and PostgreSQL (:mod:`bench.bench_postgres`).
 
     make bench                      # or: python -m bench.bench_metrics --records 200000
 """
@@ -23,7 +25,7 @@ import requests
 
 from app.services.metrics_service import MetricsService
 from app.storage.jsonl_metrics import JsonlMetricStore
-from bench import bench_postgres
+from bench import bench_postgres, bench_startup, bench_tasks
 from bench.bench_lock import measure_locks, print_lock_table
 from bench.full_rescan import full_rescan
 from bench.store import write_store
@@ -120,6 +122,10 @@ def main() -> None:
     print()
     print_lock_table(measure_locks(args.writers, args.writes, args.lock_rounds),
                      args.writers, args.writes)
+    print()
+    bench_tasks.main([])
+    print()
+    bench_startup.main([])
     if not args.skip_postgres:
         bench_postgres.main(postgres_args)
 

@@ -64,6 +64,31 @@ class HashRuns:
         found[seen > 1] = -2
         return found
 
+    def saved(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry as one sorted run: keys and values."""
+        keys = [run_keys for run_keys, _ in self._runs]
+        values = [run_values for _, run_values in self._runs]
+        if self._recent:
+            keys.append(np.array([k for k, found in self._recent.items() for _ in found],
+                                 np.int64))
+            values.append(np.array([v for found in self._recent.values() for v in found],
+                                   np.int64))
+        if not keys:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        all_keys, all_values = np.concatenate(keys), np.concatenate(values)
+        order = np.argsort(all_keys, kind="stable")
+        return all_keys[order], all_values[order]
+
+    @classmethod
+    def restored(cls, keys: np.ndarray, values: np.ndarray) -> HashRuns:
+        """Entries from what :meth:`saved` gave."""
+        if len(keys) != len(values) or (np.diff(keys) < 0).any():
+            raise ValueError("keys out of order, or not one value per key")
+        runs = cls()
+        if len(keys):
+            runs._runs = [(keys.astype(np.int64), values.astype(np.int64))]
+        return runs
+
     def add(self, keys: np.ndarray, values: np.ndarray) -> None:
         if len(keys) >= MERGE_AT:
             self._add_run(keys, values)

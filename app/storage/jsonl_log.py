@@ -17,6 +17,7 @@ it over the log, under the lock; readers notice the new inode and start over.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import tempfile
@@ -38,6 +39,8 @@ Selector = Callable[[Iterator[dict[str, Any]]], Iterable[dict[str, Any]]]
 
 READ_CHUNK_BYTES = 2 * 1024 * 1024
 TAIL_BYTES = 63
+HEAD_BYTES = 4096
+SAMPLES, SAMPLE_BYTES = 16, 64
 
 
 class StoreUnavailable(OSError):
@@ -163,6 +166,10 @@ class JsonlLog:
             if depth == 0:
                 lock.release()
                 _sync_and_close(self._holders.unsynced, self.path)
+
+    def holding(self) -> bool:
+        """Whether this thread holds the store's lock."""
+        return getattr(self._holders, "depth", 0) > 0
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Append records as lines under the lock; durable (fsynced) when this returns."""
@@ -366,6 +373,17 @@ def _ends_torn(handle: Any) -> bool:
     return handle.read(1) != b"\n"
 
 
+def _fingerprint(fd: int, offset: int) -> str:
+    """A hash of the file's first HEAD_BYTES and of SAMPLES short stretches spread over
+    the rest, up to ``offset``: what tells a file from another one that took its inode."""
+    digest = hashlib.blake2b(os.pread(fd, min(offset, HEAD_BYTES), 0), digest_size=16)
+    if offset > HEAD_BYTES:
+        for sample in range(SAMPLES):
+            digest.update(os.pread(fd, SAMPLE_BYTES, HEAD_BYTES + (offset - HEAD_BYTES)
+                                   * sample // SAMPLES))
+    return digest.hexdigest()
+
+
 def _loads_or_none(line: bytes) -> Any:
     try:
         return orjson.loads(line)
@@ -436,6 +454,39 @@ class LogReader:
     def identity(self) -> list[int] | None:
         """(device, inode) of the file being followed, None before it is opened."""
         return self._identity
+
+    def position(self) -> dict[str, Any] | None:
+        """Which bytes of which file have been read, as :meth:`resume` takes it: the
+        file's identity, the offset, the bytes just before it and a fingerprint of the
+        bytes before that."""
+        if self._handle is None or self._identity is None:
+            return None
+        return {"identity": self._identity, "offset": self.offset,
+                "tail": self._seen_tail.hex(),
+                "fingerprint": _fingerprint(self._handle.fileno(), self.offset)}
+
+    def resume(self, position: dict[str, Any]) -> bool:
+        """Go on from a :meth:`position` taken earlier (by any process) if the file at
+        the path is still the one it describes, with the same bytes where they are
+        checked: then the next poll reads only what comes after. False, with nothing
+        changed, otherwise."""
+        try:
+            identity, offset = list(position["identity"]), int(position["offset"])
+            tail = bytes.fromhex(position["tail"])
+            handle = open(self.path, "rb")
+        except (KeyError, TypeError, ValueError, OSError):
+            return False
+        fd = handle.fileno()
+        found = os.fstat(fd)
+        if ([found.st_dev, found.st_ino] != identity or found.st_size < offset
+                or len(tail) > offset or os.pread(fd, len(tail), offset - len(tail)) != tail
+                or _fingerprint(fd, offset) != position.get("fingerprint")):
+            handle.close()
+            return False
+        self.close()
+        self._handle, self._identity = handle, identity
+        self.offset, self._seen_tail = offset, tail
+        return True
 
     def unfinished_line(self) -> bytes:
         """What follows the last complete line read (empty if nothing does)."""

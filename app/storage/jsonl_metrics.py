@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from app.storage.checkpoint import CHECKPOINT_BYTES, Checkpoint, Checkpoints
 from app.storage.jsonl_log import Chunk, JsonlLog, LogReader
 from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import (
@@ -37,6 +38,7 @@ from app.storage.task_id_index import TaskIdIndex
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CHECKPOINT_KIND = "metrics/1"
 SKIM_EVERYTHING = to_micros(datetime(9999, 1, 1, tzinfo=timezone.utc))
 
 
@@ -85,11 +87,13 @@ def first_records(chunk: Chunk, first_seen: FirstSeen) -> RecordBatch:
 
 
 class JsonlMetricStore:
-    def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
+    def __init__(self, path: str | Path, *, fsync: bool = True,
+                 checkpoint_bytes: int | None = CHECKPOINT_BYTES) -> None:
         self.log = JsonlLog(path, fsync=fsync)
         self.location = str(self.log.path)
         self._reader = self.log.reader()
         self._guard = threading.RLock()
+        self._checkpoints = Checkpoints(self.log.path, CHECKPOINT_KIND, checkpoint_bytes)
         self._start_over()
 
     def close(self) -> None:
@@ -112,15 +116,34 @@ class JsonlMetricStore:
         """
         older_than = None if skim_before_us is None else stamp_of(skim_before_us)
         with self._guard, cyclic_gc_paused():
-            for chunk in self._reader.poll_chunks():
-                if chunk.reset:
-                    self._start_over()
+            for chunk in self._checkpoints.poll(self._reader, self._restore, self._start_over):
                 skimmed = skim(chunk.start, chunk.data, older_than) if older_than else None
                 if skimmed is None:
                     self.columns.add(first_records(chunk, self._task_ids.add_new))
                 else:
                     self._task_ids.add_all(skimmed.task_ids, skimmed.offsets)
                     self._remember_skimmed(SkimmedRange(chunk.start, chunk.end, skimmed.newest))
+            if not self.log.holding():  # writers should not wait for a checkpoint
+                self._checkpoints.save_if_due(self._reader, self._checkpoint)
+
+    def _checkpoint(self) -> Checkpoint:
+        arrays, meta = self.columns.saved()
+        keys, offsets = self._task_ids.saved()
+        skimmed = [[part.start, part.end, part.newest.hex()] for part in self._skimmed]
+        return Checkpoint(CHECKPOINT_KIND, {}, {
+            **{f"column.{name}": values for name, values in arrays.items()},
+            "task_ids.keys": keys, "task_ids.offsets": offsets,
+        }, {**meta, "skimmed": skimmed})
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        arrays = checkpoint.arrays
+        self.columns = RecordColumns.restored(
+            {name[len("column."):]: values for name, values in arrays.items()
+             if name.startswith("column.")}, checkpoint.meta)
+        self._task_ids = TaskIdIndex.restored(self._task_id_at, arrays["task_ids.keys"],
+                                              arrays["task_ids.offsets"])
+        self._skimmed = [SkimmedRange(int(start), int(end), bytes.fromhex(newest))
+                         for start, end, newest in checkpoint.meta["skimmed"]]
 
     def _remember_skimmed(self, skimmed: SkimmedRange) -> None:
         last = self._skimmed[-1] if self._skimmed else None

@@ -20,33 +20,27 @@ from typing import Any
 
 from app.clock import parse_iso
 from app.models.metrics import FINAL_STATUSES
-from app.storage.jsonl_log import JsonlLog, LogReader
+from app.storage.checkpoint import CHECKPOINT_BYTES, Checkpoint, Checkpoints
+from app.storage.jsonl_log import JsonlLog
 from app.storage.jsonl_metrics import cyclic_gc_paused
 from app.storage.retention import CompactionReport, compact
 from app.storage.stores import MetricStore, Task
 from app.storage.task_logs import TaskLogs
 from app.storage.task_rows import TaskRows, merged_state
 
-
-def read_rows(reader: LogReader, rows: TaskRows) -> TaskRows:
-    """``rows`` with the lines ``reader`` had not read yet taken in (new rows, if the
-    file was replaced)."""
-    with cyclic_gc_paused():
-        for batch in reader.poll():
-            if batch.reset:
-                rows = TaskRows(reader.read_line_at)
-            rows.take(batch.records)
-    return rows
+CHECKPOINT_KIND = "tasks/1"
 
 
 class JsonlTaskStore:
-    def __init__(self, path: str | Path, *, metrics: MetricStore, fsync: bool = True) -> None:
+    def __init__(self, path: str | Path, *, metrics: MetricStore, fsync: bool = True,
+                 checkpoint_bytes: int | None = CHECKPOINT_BYTES) -> None:
         self.log = JsonlLog(path, fsync=fsync)
         self.location = str(self.log.path)
         self.task_logs = TaskLogs(Path(path).with_name("task-logs"))
         self.metrics = metrics
         self._reader = self.log.reader()
         self._guard = threading.RLock()
+        self._checkpoints = Checkpoints(self.log.path, CHECKPOINT_KIND, checkpoint_bytes)
         self.rows = TaskRows(self._reader.read_line_at)
 
     def close(self) -> None:
@@ -56,8 +50,22 @@ class JsonlTaskStore:
     def refresh(self) -> None:
         """Take in what was appended since the last read (all of it, if the file was
         replaced)."""
-        with self._guard:
-            self.rows = read_rows(self._reader, self.rows)
+        with self._guard, cyclic_gc_paused():
+            for chunk in self._checkpoints.poll(self._reader, self._restore, self._start_over):
+                self.rows.take(chunk.decode())
+            if not self.log.holding():  # writers should not wait for a checkpoint
+                self._checkpoints.save_if_due(self._reader, self._checkpoint)
+
+    def _start_over(self) -> None:
+        self.rows = TaskRows(self._reader.read_line_at)
+
+    def _checkpoint(self) -> Checkpoint:
+        arrays, meta = self.rows.saved()
+        return Checkpoint(CHECKPOINT_KIND, {}, arrays, meta)
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        self.rows = TaskRows.restored(self._reader.read_line_at, checkpoint.arrays,
+                                      checkpoint.meta)
 
     def insert(self, task: Task) -> None:
         self.log.append([task])
@@ -89,7 +97,10 @@ class JsonlTaskStore:
         """Every task's state in claim order, read afresh from the file (for copying)."""
         reader = self.log.reader()
         try:
-            rows = read_rows(reader, TaskRows(reader.read_line_at))
+            rows = TaskRows(reader.read_line_at)
+            with cyclic_gc_paused():
+                for chunk in reader.poll_chunks():
+                    rows.take(chunk.decode())
             for row in rows.rows_in_claim_order():
                 yield rows.state(row)
         finally:

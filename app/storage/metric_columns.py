@@ -30,6 +30,15 @@ class Labels:
     def __len__(self) -> int:
         return len(self.names)
 
+    @classmethod
+    def restored(cls, names: list[str]) -> Labels:
+        labels = cls()
+        labels.names = [str(name) for name in names]
+        labels._codes = {name: code for code, name in enumerate(labels.names)}
+        if len(labels._codes) != len(labels.names):
+            raise ValueError("repeated label names")
+        return labels
+
 
 COLUMN_TYPES = {
     "created_us": np.int64,
@@ -49,6 +58,28 @@ class RecordColumns:
         self._data = {
             name: np.empty(INITIAL_CAPACITY, dtype) for name, dtype in COLUMN_TYPES.items()
         }
+
+    def saved(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        """The columns and their labels, as a checkpoint keeps them."""
+        return ({name: self.column(name) for name in COLUMN_TYPES},
+                {"task_types": self.task_types.names, "models": self.models.names,
+                 "generation": self.generation})
+
+    @classmethod
+    def restored(cls, arrays: dict[str, np.ndarray], meta: dict[str, object]) -> RecordColumns:
+        """Columns from what :meth:`saved` gave."""
+        columns = cls()
+        sizes = {len(arrays[name]) for name in COLUMN_TYPES}
+        if len(sizes) != 1:
+            raise ValueError("columns of different lengths")
+        columns.task_types = Labels.restored(meta["task_types"])
+        columns.models = Labels.restored(meta["models"])
+        columns.generation = int(meta["generation"])
+        columns._reserve(sizes.pop())
+        columns.size = len(arrays["created_us"])
+        for name, dtype in COLUMN_TYPES.items():
+            columns._data[name][: columns.size] = arrays[name].astype(dtype, copy=False)
+        return columns
 
     def column(self, name: str) -> np.ndarray:
         """A view of one column's filled part."""

@@ -21,6 +21,16 @@ class TaskIdIndex:
         self._task_id_at = task_id_at
         self._offsets = HashRuns()
 
+    def saved(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._offsets.saved()
+
+    @classmethod
+    def restored(cls, task_id_at: TaskIdAt, keys: np.ndarray, offsets: np.ndarray
+                 ) -> TaskIdIndex:
+        index = cls(task_id_at)
+        index._offsets = HashRuns.restored(keys, offsets)
+        return index
+
     def contains(self, task_id: str) -> bool:
         return any(self._task_id_at(offset) == task_id
                    for offset in self._offsets.values_of(hash_key(task_id)))

@@ -165,6 +165,40 @@ class TaskRows:
     def __len__(self) -> int:
         return self.status.size
 
+    ROW_COLUMNS = ("status", "task_type", "updated_us", "prefix", "last_line", "position")
+    LINE_COLUMNS = ("line_offset", "line_before")
+    ORDER_COLUMNS = ("order", "order_created")
+
+    def saved(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """What a checkpoint keeps of the rows: arrays, and the leases."""
+        keys, rows = self._rows.saved()
+        arrays = {name: getattr(self, name).values
+                  for name in (*self.ROW_COLUMNS, *self.LINE_COLUMNS, *self.ORDER_COLUMNS)}
+        arrays.update({"pending": self.pending, "rows.keys": keys, "rows.values": rows,
+                       "unrecorded": np.array(sorted(self.unrecorded), np.int64)})
+        leases = [[row, lease["runner_id"], lease["lease_expires_at"]]
+                  for row, lease in self.leases.items()]
+        return arrays, {"leases": leases}
+
+    @classmethod
+    def restored(cls, line_at: LineAt, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+                 ) -> TaskRows:
+        """Rows from what :meth:`saved` gave."""
+        rows = cls(line_at)
+        for names in (cls.ROW_COLUMNS, cls.LINE_COLUMNS, cls.ORDER_COLUMNS):
+            if len({len(arrays[name]) for name in names}) != 1:
+                raise ValueError("columns of different lengths")
+            for name in names:
+                getattr(rows, name).extend(arrays[name])
+        if rows.order.size != len(rows):
+            raise ValueError("claim order does not hold every row")
+        rows.pending = arrays["pending"].astype(np.int64)
+        rows._rows = HashRuns.restored(arrays["rows.keys"], arrays["rows.values"])
+        rows.unrecorded = set(arrays["unrecorded"].tolist())
+        rows.leases = {int(row): {"runner_id": runner_id, "lease_expires_at": expires}
+                       for row, runner_id, expires in meta["leases"]}
+        return rows
+
     # -- reading back ----------------------------------------------------------------
 
     def state(self, row: int) -> Task:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import Flask, current_app
@@ -17,9 +17,9 @@ from app.models.metrics import MetricsAggregatesSchema
 from app.services import Services
 from app.storage.retention import CompactionReport
 from app.storage import StoreUnavailable
-from app.storage.postgres import PostgresDatabase
-from app.storage.postgres import schema
-from app.storage.postgres.copy import copy_stores
+
+if TYPE_CHECKING:
+    from app.storage.postgres import PostgresDatabase
 
 DEFAULT_KEEP_DAYS = 30
 
@@ -123,6 +123,10 @@ def show(window_days: int | None, as_json: bool) -> None:
 
 
 def _database() -> PostgresDatabase:
+    """The configured database. psycopg is imported here, not when the app loads: a
+    server on the JSONL files starts without it."""
+    from app.storage.postgres import PostgresDatabase
+
     url = current_app.config["AGENT_DATABASE_URL"]
     if not url:
         raise click.UsageError("AGENT_DATABASE_URL is not set: name the PostgreSQL database, "
@@ -133,6 +137,8 @@ def _database() -> PostgresDatabase:
 @db_cli.command("upgrade")
 def upgrade_database() -> None:
     """Create the schema, or bring it to this release's version (nothing is dropped)."""
+    from app.storage.postgres import schema
+
     database = _database()
     try:
         with database.connect() as conn:
@@ -152,6 +158,8 @@ def upgrade_database() -> None:
 def copy_store(source: Path) -> None:
     """Copy the JSONL stores of a folder into the database. Run it again after an
     interruption: what is there already is left alone, so nothing doubles."""
+    from app.storage.postgres.copy import copy_stores
+
     database = _database()
     try:
         counts = copy_stores(source, database)

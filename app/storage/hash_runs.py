@@ -10,6 +10,7 @@ is copied O(log n) times in all, and a lookup is a binary search per run.
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import numpy as np
 
@@ -115,11 +116,17 @@ WORD_HASHED_CHARS = 64
 """ASCII strings up to this long are hashed by :func:`_word_keys`, in numpy; others by
 blake2b, one by one. Each string always goes the same way, so its key never changes."""
 _MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+WORD_MASK = (1 << 64) - 1
+NUMPY_FROM = 64
+"""From this many strings on, :func:`hash_keys` hashes them in numpy."""
 
 
 def hash_keys(texts: list[str]) -> np.ndarray:
     """64-bit keys of strings that are the same in every process and every run, so they
-    can be saved beside a store and read back by another process."""
+    can be saved beside a store and read back by another process. A few strings are
+    hashed in plain Python (numpy's set-up would cost more than the hashing)."""
+    if len(texts) < NUMPY_FROM:
+        return np.fromiter(map(hash_key, texts), np.int64, len(texts))
     keys = np.empty(len(texts), np.int64)
     lengths = np.fromiter(map(len, texts), np.int64, len(texts))
     ascii_ = np.fromiter(map(str.isascii, texts), bool, len(texts))
@@ -129,13 +136,27 @@ def hash_keys(texts: list[str]) -> np.ndarray:
         group = texts if len(chosen) == len(texts) else [texts[i] for i in chosen.tolist()]
         keys[chosen] = _word_keys("".join(group).encode("ascii"), len(group), length)
     for i in np.flatnonzero(~word_hashed).tolist():
-        digest = hashlib.blake2b(texts[i].encode("utf-8", "surrogatepass"), digest_size=8)
-        keys[i] = int.from_bytes(digest.digest(), "little", signed=True)
+        keys[i] = hash_key(texts[i])
     return keys
 
 
 def hash_key(text: str) -> int:
-    return int(hash_keys([text])[0])
+    """The key of one string: the same as :func:`hash_keys` gives it."""
+    if text.isascii() and 0 < len(text) <= WORD_HASHED_CHARS:
+        data = text.encode("ascii")
+        key = len(data)
+        for (word,) in struct.iter_unpack("<Q", data + bytes(-len(data) % 8)):
+            key = _mix_int(key ^ word)
+        return key - (1 << 64) if key >= 1 << 63 else key
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "little", signed=True)
+
+
+def _mix_int(key: int) -> int:
+    """:func:`_mix` on one Python int."""
+    key = ((key ^ (key >> 30)) * int(_MIX[0])) & WORD_MASK
+    key = ((key ^ (key >> 27)) * int(_MIX[1])) & WORD_MASK
+    return key ^ (key >> 31)
 
 
 def _word_keys(data: bytes, count: int, length: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from app.clock import parse_iso
 from app.models.agent import STATUSES, TASK_TYPES
 from app.storage.hash_runs import HashRuns, hash_key, hash_keys
 from app.storage.metric_records import to_micros
-from app.storage.stores import Task, lease_expired
+from app.storage.stores import Task
 
 LineAt = Callable[[int], "dict[str, Any] | None"]
 
@@ -59,9 +59,11 @@ FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "created_at": _is_time,
     "updated_at": _is_time,
     "started_at": lambda value: value is None or _is_time(value),
+    "lease_expires_at": lambda value: value is None or _is_time(value),
     "context": lambda value: isinstance(value, dict),
 }
-REQUIRED_FIELDS = tuple(name for name in FIELD_CHECKS if name != "started_at")
+REQUIRED_FIELDS = tuple(name for name in FIELD_CHECKS
+                        if name not in ("started_at", "lease_expires_at"))
 
 
 def is_task_change(line: dict[str, Any]) -> bool:
@@ -195,8 +197,8 @@ class TaskRows:
         rows.pending = arrays["pending"].astype(np.int64)
         rows._rows = HashRuns.restored(arrays["rows.keys"], arrays["rows.values"])
         rows.unrecorded = set(arrays["unrecorded"].tolist())
-        rows.leases = {int(row): {"runner_id": runner_id, "lease_expires_at": expires}
-                       for row, runner_id, expires in meta["leases"]}
+        for row, runner_id, expires in meta["leases"]:
+            rows._lease(int(row), {"runner_id": runner_id, "lease_expires_at": expires})
         return rows
 
     # -- reading back ----------------------------------------------------------------
@@ -293,12 +295,18 @@ class TaskRows:
             if not all(name in fields for name in LEASE_FIELDS):
                 batch.unsure.add(row)  # a line written by hand: read the whole task later
                 return
-        lease = {name: fields[name] if name in fields else (held or {}).get(name)
-                 for name in LEASE_FIELDS}
-        if lease["lease_expires_at"] is None:
+        self._lease(row, {name: fields[name] if name in fields else (held or {}).get(name)
+                          for name in LEASE_FIELDS})
+
+    def _lease(self, row: int, fields: dict[str, Any]) -> None:
+        """Hold the row as leased if ``fields`` give it a lease (with the time it runs
+        out in microseconds, so looking for due expiries parses nothing)."""
+        expires = fields.get("lease_expires_at")
+        if expires is None:
             self.leases.pop(row, None)
         else:
-            self.leases[row] = lease
+            self.leases[row] = {"runner_id": fields.get("runner_id"),
+                                "lease_expires_at": expires, "expires_us": micros(expires)}
 
     def _write(self, batch: _Batch) -> None:
         """Write a batch's rows and changes to the columns."""
@@ -318,10 +326,7 @@ class TaskRows:
         if batch.made:
             self._rows.add(hash_keys(list(batch.made)), np.fromiter(made, np.int64))
         for row in batch.unsure:
-            state = self.state(row)
-            self.leases.pop(row, None)
-            if state.get("lease_expires_at") is not None:
-                self.leases[row] = {name: state.get(name) for name in LEASE_FIELDS}
+            self._lease(row, self.state(row))
         moved = [(row, created) for row, created in batch.created.items()
                  if row < batch.first_row]
         self._unplaced.update((row, batch.created[row]) for row in made)
@@ -450,15 +455,17 @@ class TaskRows:
         return int(rows[0]) if len(rows) else None
 
     def held_by(self, runner_id: str, now: datetime) -> int | None:
+        now_us = to_micros(now)
         held = [row for row, lease in self.leases.items()
-                if lease["runner_id"] == runner_id and not _ran_out(lease, now)]
+                if lease["runner_id"] == runner_id and lease["expires_us"] > now_us]
         return min(held, key=lambda row: int(self.position.values[row]), default=None)
 
     def expired(self, now: datetime, row: int | None = None) -> list[int]:
         """Leased rows whose lease ran out by ``now`` (of one row, or of all)."""
+        now_us = to_micros(now)
         leased = self.leases if row is None else {
             row: self.leases[row]} if row in self.leases else {}
-        return [row for row, lease in leased.items() if _ran_out(lease, now)]
+        return [row for row, lease in leased.items() if lease["expires_us"] <= now_us]
 
     def rows_in_claim_order(self) -> list[int]:
         return self.order.values.tolist()
@@ -498,7 +505,3 @@ class _Batch:
         self.created[row] = micros(state["created_at"])
         self.add_line(row, offset, -1)
         return row
-
-
-def _ran_out(lease: dict[str, Any], now: datetime) -> bool:
-    return lease_expired({"status": "running", **lease}, now)

@@ -86,7 +86,8 @@ def test_tasks_compaction_keeps_latest_states_and_unfinished_tasks(app, client, 
     old_done, old_pending, old_waiting = task("completed"), task("pending"), task("running")
     clock.advance(days=10)
     recent_failed = task("failed")
-    write_lines(logs_dir / "tasks.jsonl", ["not json", {"id": 5, "status": "pending"}])
+    write_lines(logs_dir / "tasks.jsonl", ["not json", {"id": 5, "status": "pending"},
+                                           {"id": ["a", "list"], "status": "failed"}])
     client.get("/api/agent/tasks")
 
     report = app.extensions["agent"].tasks.compact(7)
@@ -94,7 +95,7 @@ def test_tasks_compaction_keeps_latest_states_and_unfinished_tasks(app, client, 
     assert sorted(t["id"] for t in kept) == sorted([old_pending, old_waiting, recent_failed])
     assert {t["id"]: t["status"] for t in kept}[old_waiting] == "running"
     # superseded: a line per status change, and the "recorded" mark of each final task
-    assert (report.kept, report.expired, report.superseded, report.invalid) == (3, 1, 5, 2)
+    assert (report.kept, report.expired, report.superseded, report.invalid) == (3, 1, 5, 3)
     listed = client.get("/api/agent/tasks").json
     assert listed["total"] == 3 and old_done not in [t["id"] for t in listed["tasks"]]
 

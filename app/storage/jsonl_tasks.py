@@ -132,7 +132,9 @@ class JsonlTaskStore:
         ) -> Iterator[dict[str, Any]]:
             latest: dict[str, dict[str, Any]] = {}
             for line in lines:
-                state = merged_state(latest.get(line.get("id")), line)
+                task_id = line.get("id")
+                state = merged_state(latest.get(task_id) if isinstance(task_id, str) else None,
+                                     line)
                 if state is None:
                     report.invalid += 1
                     continue

@@ -8,13 +8,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.models.agent import STATUSES, TASK_TYPES
 from app.storage.jsonl_metrics import JsonlMetricStore
 from app.storage.jsonl_tasks import JsonlTaskStore
-from app.storage.task_rows import merged_state, micros
+from app.storage.task_rows import TaskRows, merged_state, micros
 
 IDS = ["a", "b", "task-0001", "task-0002", "task-00010", "task-0001x", "é-1",
        "0f3c2a1b9d8e7f60a1b2c3d4e5f60718", "0f3c2a1b00000000a1b2c3d4e5f60718"]
@@ -33,8 +34,8 @@ def stamp(seconds: int, style: int) -> str:
 
 times = st.builds(stamp, st.integers(0, 40), st.integers(0, 2))
 close_times = st.builds(stamp, st.integers(0, 3), st.integers(0, 2))
-statuses = st.sampled_from([*STATUSES, "bogus"])
-task_types = st.sampled_from([*TASK_TYPES, "bogus"])
+statuses = st.sampled_from([*STATUSES, "bogus", ["a", "list"]])
+task_types = st.sampled_from([*TASK_TYPES, "bogus", {"a": "dict"}])
 runners = st.sampled_from(["r1", "r2", None])
 whole = st.fixed_dictionaries(
     {"id": st.sampled_from(IDS), "direction": st.just("do it"), "task_type": task_types,
@@ -125,3 +126,23 @@ def test_rows_answer_as_a_replay_of_every_line(tmp_path: Path, stored, cuts) -> 
         assert tx.unrecorded() == sorted((s for s in states if s.get("recorded") is False),
                                          key=lambda s: s["id"])
     assert list(store.states()) == in_claim_order
+
+
+def test_a_read_that_fails_halfway_is_read_again_in_full(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "tasks.jsonl"
+    store = JsonlTaskStore(path, metrics=JsonlMetricStore(tmp_path / "metrics.jsonl"),
+                           fsync=False)
+    task = {"direction": "d", "task_type": "impl", "status": "pending", "model": "m",
+            "context": {}, "created_at": stamp(0, 0), "updated_at": stamp(0, 0)}
+    path.write_bytes(b"".join(orjson.dumps({**task, "id": f"t{n}"}) + b"\n"
+                              for n in range(3)))
+    take = TaskRows.take
+
+    def failing(rows, lines):
+        raise MemoryError("taking lines in failed")
+
+    monkeypatch.setattr(TaskRows, "take", failing)
+    with pytest.raises(MemoryError):
+        store.counts()
+    monkeypatch.setattr(TaskRows, "take", take)
+    assert store.counts() == {"pending": 3}

@@ -19,10 +19,12 @@ class Services:
         then starts with the stores read and only reads what was appended since, and no
         worker shares an open file with another.
         """
-        self.tasks.counts_by_status()
-        self.metrics.get_aggregates()
-        for service in (self.tasks, self.metrics):
-            service.close_files()
+        try:
+            self.tasks.counts_by_status()
+            self.metrics.get_aggregates()
+        finally:
+            for service in (self.tasks, self.metrics):
+                service.close_files()
 
     def stores(self) -> dict[str, tuple[str, bool]]:
         """Where each store is and whether it can be written now."""

@@ -66,7 +66,7 @@ def save(store: Path, checkpoint: Checkpoint) -> None:
     header = orjson.dumps({"kind": checkpoint.kind, "position": checkpoint.position,
                            "meta": checkpoint.meta, "arrays": specs})
     path = checkpoint_path(store)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.partial")  # not a compaction's
     try:
         with open(temporary, "wb") as handle:
             crc = _write(handle, _PREFIX.pack(MAGIC, FORMAT, len(header)) + header, 0)
@@ -150,6 +150,7 @@ class Checkpoints:
         ignored), a checkpoint that describes the file is restored first and only what
         follows it is read."""
         if reader.identity() is None:
+            self.saved_at = 0
             self._resume(reader, restore, start_over)
         while True:
             for chunk in reader.poll_chunks():

@@ -38,6 +38,7 @@ Selector = Callable[[Iterator[dict[str, Any]]], Iterable[dict[str, Any]]]
 """Given a log's records in order, yields the ones a rewrite keeps."""
 
 READ_CHUNK_BYTES = 2 * 1024 * 1024
+LINE_READ_BYTES = 16 * 1024
 TAIL_BYTES = 63
 HEAD_BYTES = 4096
 SAMPLES, SAMPLE_BYTES = 16, 64
@@ -447,9 +448,21 @@ class LogReader:
         """The record on the line starting at ``offset`` of the file being followed."""
         if self._handle is None:
             return None
-        self._handle.seek(offset)
-        value = _loads_or_none(self._handle.readline())
+        fd, parts = self._handle.fileno(), []
+        while block := os.pread(fd, LINE_READ_BYTES, offset):
+            end = block.find(b"\n")
+            parts.append(block if end < 0 else block[:end])
+            if end >= 0:
+                break
+            offset += len(block)
+        value = _loads_or_none(b"".join(parts))
         return value if type(value) is dict else None
+
+    def rewind(self) -> None:
+        """Forget what was read, as if new: for a follower whose state no longer matches
+        the offset (it failed to take a chunk in, after the offset had moved past it)."""
+        self.close()
+        self._forget()
 
     def identity(self) -> list[int] | None:
         """(device, inode) of the file being followed, None before it is opened."""
@@ -529,6 +542,20 @@ class LogReader:
                 yield chunk
         if reset:
             yield Chunk(0, b"", reset=True)
+
+
+@contextmanager
+def rewound_on_error(reader: LogReader, start_over: Callable[[], None]) -> Iterator[None]:
+    """For a follower taking in what ``reader`` polls: if that fails, the reader is
+    rewound and ``start_over()`` called, so the next read takes the file in again
+    instead of going on past lines it never took in (the offset moves before a chunk is
+    handed out)."""
+    try:
+        yield
+    except Exception:
+        reader.rewind()
+        start_over()
+        raise
 
 
 def _line_chunks(handle: Any, start: int, end: int | None = None) -> Iterator[Chunk]:

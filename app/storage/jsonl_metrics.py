@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from app.storage.checkpoint import CHECKPOINT_BYTES, Checkpoint, Checkpoints
-from app.storage.jsonl_log import Chunk, JsonlLog, LogReader
+from app.storage.jsonl_log import Chunk, JsonlLog, LogReader, rewound_on_error
 from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import (
     MetricRecord,
@@ -115,7 +115,8 @@ class JsonlMetricStore:
         skimmed for their task_ids; :meth:`_complete_since` decodes them when needed.
         """
         older_than = None if skim_before_us is None else stamp_of(skim_before_us)
-        with self._guard, cyclic_gc_paused():
+        with self._guard, cyclic_gc_paused(), \
+                rewound_on_error(self._reader, self._start_over):
             for chunk in self._checkpoints.poll(self._reader, self._restore, self._start_over):
                 skimmed = skim(chunk.start, chunk.data, older_than) if older_than else None
                 if skimmed is None:

@@ -21,7 +21,7 @@ from typing import Any
 from app.clock import parse_iso
 from app.models.metrics import FINAL_STATUSES
 from app.storage.checkpoint import CHECKPOINT_BYTES, Checkpoint, Checkpoints
-from app.storage.jsonl_log import JsonlLog
+from app.storage.jsonl_log import JsonlLog, rewound_on_error
 from app.storage.jsonl_metrics import cyclic_gc_paused
 from app.storage.retention import CompactionReport, compact
 from app.storage.stores import MetricStore, Task
@@ -50,7 +50,8 @@ class JsonlTaskStore:
     def refresh(self) -> None:
         """Take in what was appended since the last read (all of it, if the file was
         replaced)."""
-        with self._guard, cyclic_gc_paused():
+        with self._guard, cyclic_gc_paused(), \
+                rewound_on_error(self._reader, self._start_over):
             for chunk in self._checkpoints.poll(self._reader, self._restore, self._start_over):
                 self.rows.take(chunk.decode())
             if not self.log.holding():  # writers should not wait for a checkpoint

@@ -10,8 +10,9 @@ positions of pending tasks in a sorted array of their own, so a claim or a list 
 pending tasks never looks at final ones. Running tasks under a lease and final tasks
 whose metric record is not written are few; they are kept in a dict and a set.
 
-A task is found by the 64-bit hash of its id and its first 8 bytes; a state read back
-is checked against the id asked for.
+A line read from the file is taken as a line of a known task when the 64-bit hash of
+its id and the id's first 8 bytes match that task's (no file read per line); a lookup by
+id (a request) also checks the id against the task's first line.
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def _is_text(value: Any) -> bool:
 
 
 FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "status": lambda value: value in STATUS_CODES,
-    "task_type": lambda value: value in TYPE_CODES,
+    "status": lambda value: isinstance(value, str) and value in STATUS_CODES,
+    "task_type": lambda value: isinstance(value, str) and value in TYPE_CODES,
     "id": _is_text,
     "direction": _is_text,
     "model": _is_text,
@@ -219,12 +220,17 @@ class TaskRows:
         return self.state(row)["id"]
 
     def row_of(self, task_id: str) -> int | None:
+        """The task's row, its id checked against the task's first line."""
         prefix = id_prefix(task_id)
         rows = [row for row in self._rows.values_of(hash_key(task_id))
-                if int(self.prefix.values[row]) == prefix]
-        if len(rows) > 1:
-            rows = [row for row in rows if self._task_id(row) == task_id]
+                if int(self.prefix.values[row]) == prefix and self._first_id(row) == task_id]
         return rows[0] if rows else None
+
+    def _first_id(self, row: int) -> Any:
+        line = int(self.last_line.values[row])
+        while self.line_before.values[line] >= 0:
+            line = int(self.line_before.values[line])
+        return (self._line_at(int(self.line_offset.values[line])) or {}).get("id")
 
     def _known_rows(self, task_ids: list[str]) -> np.ndarray:
         """The row of each id (-1 for ids not seen before)."""
@@ -337,9 +343,6 @@ class TaskRows:
 
     # -- claim order -----------------------------------------------------------------
 
-    def _claim_key(self, row: int, created_us: int, task_id: str | None = None) -> tuple:
-        return created_us, int(self.prefix.values[row]), task_id or self._task_id(row)
-
     def _place(self, rows: list[int], task_ids: list[str]) -> None:
         """Put rows made by the last batch into claim order (and the pending ones among
         the pending)."""
@@ -372,8 +375,10 @@ class TaskRows:
         starting at ``start`` of the order."""
         order, placed = self.order.values, self.order_created.values
         at = start
-        while at < len(order) and placed[at] == key[0] and \
-                self._claim_key(int(order[at]), key[0]) < key:
+        while at < len(order) and placed[at] == key[0]:
+            prefix = int(self.prefix.values[order[at]])
+            if prefix > key[1] or (prefix == key[1] and self._task_id(int(order[at])) > key[2]):
+                break
             at += 1
         return at
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,16 @@ from flask.testing import FlaskCliRunner, FlaskClient
 from app import create_app
 from tests.postgres_support import PostgresServer, postgres_bin_dir
 from tests.support import FakeClock, GunicornServer
+
+
+@pytest.fixture(autouse=True)
+def collect_dropped_apps() -> Iterator[None]:
+    """Apps a test made and dropped are collected at its end, in this thread. Left to the
+    garbage collector's own timing, an app's database pool may be collected on one of the
+    pool's threads, which cannot stop themselves: pytest reports that as an error in
+    whichever test is running then."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

@@ -216,9 +216,6 @@ class TaskRows:
             state.update(_stored(self._line_at(offset) or {}))
         return state
 
-    def _task_id(self, row: int) -> str:
-        return self.state(row)["id"]
-
     def row_of(self, task_id: str) -> int | None:
         """The task's row, its id checked against the task's first line."""
         prefix = id_prefix(task_id)
@@ -227,6 +224,7 @@ class TaskRows:
         return rows[0] if rows else None
 
     def _first_id(self, row: int) -> Any:
+        """The id on the task's first line (one line read, not the whole state)."""
         line = int(self.last_line.values[row])
         while self.line_before.values[line] >= 0:
             line = int(self.line_before.values[line])
@@ -377,7 +375,7 @@ class TaskRows:
         at = start
         while at < len(order) and placed[at] == key[0]:
             prefix = int(self.prefix.values[order[at]])
-            if prefix > key[1] or (prefix == key[1] and self._task_id(int(order[at])) > key[2]):
+            if prefix > key[1] or (prefix == key[1] and self._first_id(int(order[at])) > key[2]):
                 break
             at += 1
         return at
@@ -398,7 +396,7 @@ class TaskRows:
         self.position.values[self.order.values] = np.arange(self.order.size)
         self.position.values[row] = -1
         self._unplaced[row] = created_us
-        self._place([row], [self._task_id(row)])
+        self._place([row], [self._first_id(row)])
         if not was_pending:
             self._repend({row})
 

@@ -4,6 +4,7 @@ lines, ids that share a prefix, equal times, appends read in several goes) it an
 replaying every line into whole states would."""
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -146,3 +147,23 @@ def test_a_read_that_fails_halfway_is_read_again_in_full(tmp_path, monkeypatch) 
         store.counts()
     monkeypatch.setattr(TaskRows, "take", take)
     assert store.counts() == {"pending": 3}
+
+
+def test_tasks_of_one_time_are_listed_by_id_whichever_read_brings_them(tmp_path) -> None:
+    """Rows of equal created_at go in by id prefix and, where prefixes are equal too, by
+    the id read from the file, also among rows placed by earlier reads."""
+    path = tmp_path / "tasks.jsonl"
+    store = JsonlTaskStore(path, metrics=JsonlMetricStore(tmp_path / "metrics.jsonl"),
+                           fsync=False)
+    ids = [*IDS, *(f"task-{n:04d}" for n in range(3, 40)), "task-0001y", "task-000", "b-2"]
+    random.Random(7).shuffle(ids)
+    tasks = [{"id": task_id, "direction": "d", "task_type": "impl", "status": "pending",
+              "model": "m", "context": {}, "created_at": stamp(n % 2, 0),
+              "updated_at": stamp(0, 0), "started_at": None} for n, task_id in enumerate(ids)]
+    with open(path, "ab") as handle:
+        for start in range(0, len(tasks), 3):
+            handle.write(b"".join(orjson.dumps(task) + b"\n" for task in tasks[start:start + 3]))
+            handle.flush()
+            store.refresh()
+    assert store.page(None, None, False, None) == (ordered(tasks, "created_at", False),
+                                                   len(tasks))

@@ -359,26 +359,36 @@ class TaskRows:
             self.position.values[rows_sorted] = np.arange(start, start + len(rows_sorted))
         else:
             at = np.searchsorted(placed, created_sorted, side="left")
-            ties = np.flatnonzero(np.searchsorted(placed, created_sorted, side="right") > at)
-            for i in ties.tolist():
-                at[i] = self._tied_place(keys[i][:3], int(at[i]))
+            ends = np.searchsorted(placed, created_sorted, side="right")
+            runs: dict[int, np.ndarray] = {}  # the id prefixes of each run of equal times
+            for i in np.flatnonzero(ends > at).tolist():
+                start = int(at[i])
+                run = runs.get(start)
+                if run is None:
+                    run = runs[start] = self.prefix.values[self.order.values[start:ends[i]]]
+                at[i] = self._tied_place(keys[i][1:3], start, run)
             self.pending = self.pending + np.searchsorted(at, self.pending, side="right")
             self.order.insert(at, rows_sorted)
             self.order_created.insert(at, created_sorted)
             self.position.values[self.order.values] = np.arange(self.order.size)
         self._repend(set(rows))
 
-    def _tied_place(self, key: tuple, start: int) -> int:
-        """Where a row with claim key ``key`` goes among rows of the same ``created_at``
-        starting at ``start`` of the order."""
-        order, placed = self.order.values, self.order_created.values
-        at = start
-        while at < len(order) and placed[at] == key[0]:
-            prefix = int(self.prefix.values[order[at]])
-            if prefix > key[1] or (prefix == key[1] and self._first_id(int(order[at])) > key[2]):
-                break
-            at += 1
-        return at
+    def _tied_place(self, key: tuple[int, str], start: int, run: np.ndarray) -> int:
+        """Where a row whose id has prefix and id ``key`` goes in the run of rows of its
+        ``created_at`` that starts at ``start`` of the order, ``run`` being their id
+        prefixes (sorted, as the run is by prefix and id): after every row that sorts
+        before it or equal. Only rows of the same prefix have their id read."""
+        prefix, task_id = np.uint64(key[0]), key[1]
+        low = start + int(np.searchsorted(run, prefix, side="left"))
+        high = start + int(np.searchsorted(run, prefix, side="right"))
+        order = self.order.values
+        while low < high:
+            middle = (low + high) // 2
+            if self._first_id(int(order[middle])) > task_id:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     def _move(self, row: int, created_us: int) -> None:
         """Give a placed row another ``created_at`` (a line written by hand)."""

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.storage import checkpoint
-from app.storage.jsonl_log import JsonlLog
+from app.storage.jsonl_log import READ_CHUNK_BYTES, LogReader
 from app.storage.jsonl_metrics import JsonlMetricStore
 from app.storage.jsonl_tasks import JsonlTaskStore
 from app.storage.metric_records import to_micros
@@ -70,6 +70,20 @@ def answers(kind: str, store) -> object:
             [store.get(f"task-{n}") for n in range(13)])
 
 
+def record_chunk_starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The offsets every reader's chunks start at, from now until the monkeypatch is undone."""
+    starts: list[int] = []
+    poll_chunks = LogReader.poll_chunks
+
+    def recording(reader: LogReader):
+        for chunk in poll_chunks(reader):
+            starts.append(chunk.start)
+            yield chunk
+
+    monkeypatch.setattr(LogReader, "poll_chunks", recording)
+    return starts
+
+
 def append(path: Path, data: bytes) -> None:
     with open(path, "ab") as handle:
         handle.write(data)
@@ -81,7 +95,7 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("corrupt"), st.integers(0, 10), st.just(0)),
     st.tuples(st.just("truncate"), st.integers(0, 100), st.just(0)),
     st.tuples(st.just("replace"), st.integers(0, 400), st.integers(0, 6)),
-    st.tuples(st.just("compact"), st.integers(0, 60), st.just(0)),
+    st.tuples(st.just("compact"), st.integers(0, 60), st.integers(0, 1)),
     st.tuples(st.just("checkpoint"), st.just(0), st.just(0)),
     st.tuples(st.just("damage checkpoint"), st.integers(0, 10_000), st.integers(0, 1)),
 ), min_size=1, max_size=14)
@@ -116,7 +130,8 @@ def test_a_store_started_from_its_checkpoint_answers_as_one_read_from_scratch(
                                              for n in range(count)))
             os.replace(replacement, path)
         elif action == "compact":
-            make_store(path, None).compact(
+            # by a process that writes checkpoints (then of the new file too), or not
+            make_store(path, checkpoint.CHECKPOINT_BYTES if count else None).compact(
                 to_micros(BASE + timedelta(hours=number)) if kind == "metrics"
                 else BASE + timedelta(minutes=number))
         elif action == "checkpoint":
@@ -157,16 +172,51 @@ def test_a_store_with_a_checkpoint_reads_only_what_follows_it(
              for n in range(300, 330, 3)]  # new tasks (every third task line is whole)
     append(path, b"".join(orjson.dumps(line) + b"\n" for line in newer))
 
-    starts = []
-    poll_chunks = JsonlLog.reader(JsonlLog(path)).poll_chunks.__func__
-
-    def recording(reader):
-        for chunk in poll_chunks(reader):
-            starts.append(chunk.start)
-            yield chunk
-
-    monkeypatch.setattr("app.storage.jsonl_log.LogReader.poll_chunks", recording)
+    starts = record_chunk_starts(monkeypatch)
     resumed = answers(kind, make_store(path, None))
     assert starts and min(starts) == covered
     monkeypatch.undo()
     assert resumed == answers(kind, make_store(path, None)) != expected_before
+
+
+def new_tasks(kind: str, first: int, count: int) -> bytes:
+    """Lines of tasks of their own (a record each, or a pending task each), which a
+    compaction keeps."""
+    make_line, _ = KINDS[kind]
+    key, whole = ("task_id", 1) if kind == "metrics" else ("id", 3)  # every 3rd task line
+    return b"".join(orjson.dumps({**make_line(n * whole), key: f"new-{n}"}) + b"\n"
+                    for n in range(first, first + count))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_compaction_leaves_the_checkpoint_of_its_new_file(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So the processes that were following the old file restore the new one instead of
+    each reading it from the start."""
+    make_line, make_store = KINDS[kind]
+    path = tmp_path / f"{kind}.jsonl"
+    append(path, new_tasks(kind, 0, 50_000))  # more than one chunk of a read
+    append(path, b"".join(orjson.dumps(make_line(n)) + b"\n" for n in range(300)))
+    oldest = (to_micros(BASE + timedelta(hours=20)) if kind == "metrics"
+              else BASE + timedelta(minutes=3))
+    make_store(path, None).compact(oldest)
+    assert not checkpoint.checkpoint_path(path).exists()  # it writes none: not asked to
+
+    follower = make_store(path, None)
+    answers(kind, follower)
+    append(path, b"".join(orjson.dumps(make_line(n)) + b"\n" for n in range(300, 400)))
+    make_store(path, checkpoint.CHECKPOINT_BYTES).compact(oldest)
+
+    found = os.stat(path)
+    assert found.st_size > READ_CHUNK_BYTES
+    saved = checkpoint.load(path, f"{kind}/1")
+    assert saved is not None
+    assert saved.position["identity"] == [found.st_dev, found.st_ino]
+    assert saved.position["offset"] == found.st_size
+    starts = record_chunk_starts(monkeypatch)
+    followed = answers(kind, follower)
+    assert starts == [0]  # the chunk that shows the file was replaced, and no more
+    monkeypatch.undo()
+    os.unlink(checkpoint.checkpoint_path(path))
+    assert followed == answers(kind, make_store(path, None))

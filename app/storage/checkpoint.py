@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.storage.jsonl_log import Chunk, LogReader
+from app.storage.jsonl_log import Chunk, JsonlLog, LogReader
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +186,58 @@ class Checkpoints:
 
     def save_if_due(self, reader: LogReader, take: Callable[[], Checkpoint]) -> None:
         """Save ``take()`` if enough was read since the last checkpoint."""
-        position = reader.position()
-        if (self.every_bytes is None or position is None
-                or position["offset"] - self.saved_at < max(self.every_bytes, 1)):
+        if self.every_bytes is None or reader.offset - self.saved_at < max(self.every_bytes, 1):
             return
-        checkpoint = take()
-        checkpoint.position = position
-        save(self.store, checkpoint)
-        self.saved_at = position["offset"]
+        saved_at = save_covering(self.store, reader, take())
+        if saved_at is not None:
+            self.saved_at = saved_at
+
+
+def save_covering(store: Path, reader: LogReader, checkpoint: Checkpoint) -> int | None:
+    """Save ``checkpoint`` as the checkpoint of ``store`` covering what ``reader`` has
+    read. Returns the offset it covers; None, saving nothing, if the reader has no file."""
+    position = reader.position()
+    if position is None:
+        return None
+    checkpoint.position = position
+    save(store, checkpoint)
+    return int(position["offset"])
+
+
+class CheckpointedStore(ABC):
+    """What the JSONL stores share about checkpoints: a store follows ``log`` with
+    ``_reader``, under ``_guard``, taking in what was appended on each ``refresh``."""
+
+    log: JsonlLog
+    _reader: LogReader
+    _guard: threading.RLock
+    _checkpoints: Checkpoints
+
+    @abstractmethod
+    def refresh(self) -> None:
+        """Take in what was appended since the last read."""
+
+    @abstractmethod
+    def _checkpoint(self) -> Checkpoint:
+        """What was read, as a checkpoint (its position is filled in when it is saved)."""
+
+    @abstractmethod
+    def _follower(self, path: Path) -> CheckpointedStore:
+        """A store of the same kind on ``path`` that never writes checkpoints."""
+
+    def close(self) -> None:
+        with self._guard:
+            self._reader.close()
+
+    def _save_replacement_checkpoint(self, replacement: Path) -> None:
+        """Save a compaction's new file's checkpoint before the file takes the store's
+        place: the processes that notice the new file restore that instead of each
+        reading the file whole. None is saved by a store that writes no checkpoints."""
+        if self._checkpoints.every_bytes is None:
+            return
+        follower = self._follower(replacement)
+        try:
+            follower.refresh()
+            save_covering(self.log.path, follower._reader, follower._checkpoint())
+        finally:
+            follower.close()

@@ -220,7 +220,10 @@ class JsonlLog:
             return None
         return companion.get("value" if companion.get("store") == identity else "previous")
 
-    def rewrite(self, keep: Selector, carry: Callable[[Any], Any] | None = None) -> int:
+    def rewrite(
+        self, keep: Selector, carry: Callable[[Any], Any] | None = None,
+        before_replace: Callable[[Path], None] | None = None,
+    ) -> int:
         """Replace the log by ``keep(records)``, atomically, under the lock.
 
         ``keep`` gets every parseable record in file order and yields those to keep. They
@@ -234,7 +237,9 @@ class JsonlLog:
 
         With ``carry``, ``carry(previous)`` is called once ``keep`` has run, with what the
         last rewrite carried over, and its JSON value is kept beside the log (see
-        :meth:`carried`): totals of what was dropped, for one.
+        :meth:`carried`): totals of what was dropped, for one. With ``before_replace``,
+        it is called with the new file, whole and fsynced, just before it takes the log's
+        place (to save the new file's checkpoint, so readers need not each read it).
         """
         unreadable = 0
 
@@ -269,6 +274,8 @@ class JsonlLog:
                 _copy_mode(self.path, temporary)
                 if carry is not None:
                     self._write_carried(_identity(Path(temporary)), carry)
+                if before_replace is not None:
+                    before_replace(Path(temporary))
                 os.replace(temporary, self.path)
                 temporary = None
                 _fsync_folder(self.path.parent)

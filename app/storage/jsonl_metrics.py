@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from app.storage.checkpoint import CHECKPOINT_BYTES, Checkpoint, Checkpoints
+from app.storage.checkpoint import (
+    CHECKPOINT_BYTES,
+    Checkpoint,
+    CheckpointedStore,
+    Checkpoints,
+)
 from app.storage.jsonl_log import Chunk, JsonlLog, LogReader, rewound_on_error
 from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import (
@@ -86,7 +91,7 @@ def first_records(chunk: Chunk, first_seen: FirstSeen) -> RecordBatch:
     return batch.select(fresh)
 
 
-class JsonlMetricStore:
+class JsonlMetricStore(CheckpointedStore):
     def __init__(self, path: str | Path, *, fsync: bool = True,
                  checkpoint_bytes: int | None = CHECKPOINT_BYTES) -> None:
         self.log = JsonlLog(path, fsync=fsync)
@@ -95,10 +100,6 @@ class JsonlMetricStore:
         self._guard = threading.RLock()
         self._checkpoints = Checkpoints(self.log.path, CHECKPOINT_KIND, checkpoint_bytes)
         self._start_over()
-
-    def close(self) -> None:
-        with self._guard:
-            self._reader.close()
 
     def _start_over(self) -> None:
         self.columns = RecordColumns()
@@ -135,6 +136,9 @@ class JsonlMetricStore:
             **{f"column.{name}": values for name, values in arrays.items()},
             "task_ids.keys": keys, "task_ids.offsets": offsets,
         }, {**meta, "skimmed": skimmed})
+
+    def _follower(self, path: Path) -> JsonlMetricStore:
+        return JsonlMetricStore(path, fsync=False, checkpoint_bytes=None)
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         arrays = checkpoint.arrays
@@ -222,7 +226,8 @@ class JsonlMetricStore:
                     yield raw
 
         return compact(
-            self.log, keep, carry=lambda before: Totals.from_json(before).merged(dropped).to_json()
+            self.log, keep, carry=lambda before: Totals.from_json(before).merged(dropped).to_json(),
+            before_replace=self._save_replacement_checkpoint,
         )
 
     def totals(self) -> Totals:

@@ -20,7 +20,12 @@ from typing import Any
 
 from app.clock import parse_iso
 from app.models.metrics import FINAL_STATUSES
-from app.storage.checkpoint import CHECKPOINT_BYTES, Checkpoint, Checkpoints
+from app.storage.checkpoint import (
+    CHECKPOINT_BYTES,
+    Checkpoint,
+    CheckpointedStore,
+    Checkpoints,
+)
 from app.storage.jsonl_log import JsonlLog, rewound_on_error
 from app.storage.jsonl_metrics import cyclic_gc_paused
 from app.storage.retention import CompactionReport, compact
@@ -31,7 +36,7 @@ from app.storage.task_rows import TaskRows, merged_state
 CHECKPOINT_KIND = "tasks/1"
 
 
-class JsonlTaskStore:
+class JsonlTaskStore(CheckpointedStore):
     def __init__(self, path: str | Path, *, metrics: MetricStore, fsync: bool = True,
                  checkpoint_bytes: int | None = CHECKPOINT_BYTES) -> None:
         self.log = JsonlLog(path, fsync=fsync)
@@ -42,10 +47,6 @@ class JsonlTaskStore:
         self._guard = threading.RLock()
         self._checkpoints = Checkpoints(self.log.path, CHECKPOINT_KIND, checkpoint_bytes)
         self.rows = TaskRows(self._reader.read_line_at)
-
-    def close(self) -> None:
-        with self._guard:
-            self._reader.close()
 
     def refresh(self) -> None:
         """Take in what was appended since the last read (all of it, if the file was
@@ -63,6 +64,9 @@ class JsonlTaskStore:
     def _checkpoint(self) -> Checkpoint:
         arrays, meta = self.rows.saved()
         return Checkpoint(CHECKPOINT_KIND, {}, arrays, meta)
+
+    def _follower(self, path: Path) -> JsonlTaskStore:
+        return JsonlTaskStore(path, metrics=self.metrics, fsync=False, checkpoint_bytes=None)
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         self.rows = TaskRows.restored(self._reader.read_line_at, checkpoint.arrays,
@@ -159,7 +163,7 @@ class JsonlTaskStore:
                     yield state
 
         dropped: set[str] = set()
-        report = compact(self.log, keep)
+        report = compact(self.log, keep, before_replace=self._save_replacement_checkpoint)
         self.remove_logs(dropped)
         return report, dropped
 

@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from app.storage import JsonlLog
@@ -37,12 +38,13 @@ Keeper = Callable[[Iterator[dict[str, Any]], "CompactionReport"], Iterable[dict[
 
 
 def compact(
-    store: JsonlLog, keep: Keeper, carry: Callable[[Any], Any] | None = None
+    store: JsonlLog, keep: Keeper, carry: Callable[[Any], Any] | None = None,
+    before_replace: Callable[[Path], None] | None = None,
 ) -> CompactionReport:
     """Rewrite ``store`` with what ``keep`` yields (see :meth:`JsonlLog.rewrite` for
-    ``carry``); lines that do not parse count as invalid."""
+    ``carry`` and ``before_replace``); lines that do not parse count as invalid."""
     report = CompactionReport()
-    unreadable = store.rewrite(lambda records: keep(records, report), carry)
+    unreadable = store.rewrite(lambda records: keep(records, report), carry, before_replace)
     report.invalid += unreadable
     log.info("compacted %s: %s", store.path, report.summary())
     return report

@@ -220,3 +220,25 @@ def test_a_compaction_leaves_the_checkpoint_of_its_new_file(
     monkeypatch.undo()
     os.unlink(checkpoint.checkpoint_path(path))
     assert followed == answers(kind, make_store(path, None))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_compaction_whose_new_file_cannot_be_read_back_still_compacts(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_line, make_store = KINDS[kind]
+    path = tmp_path / f"{kind}.jsonl"
+    append(path, new_tasks(kind, 0, 50))
+    expected = answers(kind, make_store(path, None))
+    store = make_store(path, checkpoint.CHECKPOINT_BYTES)
+
+    def unreadable(follower, *args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(type(store), "refresh", unreadable)
+    before = os.stat(path).st_ino
+    store.compact(0 if kind == "metrics" else BASE)
+    monkeypatch.undo()
+    assert os.stat(path).st_ino != before  # the new file took the store's place
+    assert not checkpoint.checkpoint_path(path).exists()
+    assert answers(kind, make_store(path, None)) == expected

@@ -232,12 +232,15 @@ class CheckpointedStore(ABC):
     def _save_replacement_checkpoint(self, replacement: Path) -> None:
         """Save a compaction's new file's checkpoint before the file takes the store's
         place: the processes that notice the new file restore that instead of each
-        reading the file whole. None is saved by a store that writes no checkpoints."""
+        reading the file whole. None is saved by a store that writes no checkpoints; a
+        file that cannot be read back is logged, and the compaction goes on without."""
         if self._checkpoints.every_bytes is None:
             return
         follower = self._follower(replacement)
         try:
             follower.refresh()
             save_covering(self.log.path, follower._reader, follower._checkpoint())
+        except OSError as exc:
+            log.warning("no checkpoint of the compacted %s: %s", self.log.path, exc)
         finally:
             follower.close()

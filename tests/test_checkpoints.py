@@ -226,7 +226,7 @@ def test_a_compaction_leaves_the_checkpoint_of_its_new_file(
 def test_a_compaction_whose_new_file_cannot_be_read_back_still_compacts(
     tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_line, make_store = KINDS[kind]
+    _, make_store = KINDS[kind]
     path = tmp_path / f"{kind}.jsonl"
     append(path, new_tasks(kind, 0, 50))
     expected = answers(kind, make_store(path, None))

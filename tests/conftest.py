@@ -16,17 +16,6 @@ from tests.support import FakeClock, GunicornServer
 
 
 @pytest.fixture(autouse=True)
-def collect_dropped_apps(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Apps a test on PostgreSQL made and dropped are collected at its end, in this
-    thread. Left to the garbage collector's own timing, an app's database pool may be
-    collected on one of the pool's threads, which cannot stop themselves: pytest reports
-    that as an error in whichever test is running then."""
-    yield
-    if "postgres_server" in request.fixturenames:  # requested by the test or on its behalf
-        gc.collect()
-
-
-@pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No setting of the shell the tests run from (a token, a routing file...) leaks in."""
     for name in list(os.environ):
@@ -115,10 +104,17 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def database_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """The URL of a fresh, empty database, dropped after the test."""
+    """The URL of a fresh, empty database, dropped after the test.
+
+    Apps the test made and dropped are collected first, in this thread, so their
+    connection pools close here. Left for later, the drop ends their sessions, the pools'
+    threads wake to reconnect, and the garbage collector may then run in one of them:
+    a pool collected on its own thread cannot stop it, and pytest reports that as an
+    error of whichever test runs then."""
     name = f"test_{uuid.uuid4().hex}"
     url = postgres_server.create_database(name)
     yield url
+    gc.collect()
     if not postgres_server.is_running():  # the test stopped or killed the shared server
         postgres_server.start()
     postgres_server.drop_database(name)

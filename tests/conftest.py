@@ -10,9 +10,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner, FlaskClient
 
-from app import create_app
 from tests.postgres_support import PostgresServer, postgres_bin_dir
-from tests.support import FakeClock, GunicornServer
+from tests.support import FakeClock, GunicornServer, close_open_apps, open_app
+
+
+@pytest.fixture(autouse=True)
+def close_apps() -> Iterator[None]:
+    """Apps made by the test (with ``open_app``) let go of their files and connections."""
+    yield
+    close_open_apps()
 
 
 @pytest.fixture(autouse=True)
@@ -62,15 +68,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def app(logs_dir: Path, clock: FakeClock) -> Iterator[Flask]:
-    """The app on this test's stores; its files and database connections are let go
-    after the test (a pool left to the garbage collector may be collected on one of its
-    own threads, which cannot stop themselves)."""
-    made = create_app({"TESTING": True, "AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock,
-                       "AGENT_FSYNC": False})
-    yield made
-    for service in (made.extensions["agent"].tasks, made.extensions["agent"].metrics):
-        service.close_files()
+def app(logs_dir: Path, clock: FakeClock) -> Flask:
+    """The app on this test's stores (its files and connections let go after the test)."""
+    return open_app({"TESTING": True, "AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock,
+                     "AGENT_FSYNC": False})
 
 
 @pytest.fixture
@@ -106,14 +107,14 @@ def postgres_server() -> Iterator[PostgresServer]:
 def database_url(postgres_server: PostgresServer) -> Iterator[str]:
     """The URL of a fresh, empty database, dropped after the test.
 
-    Apps the test made and dropped are collected first, in this thread, so their
-    connection pools close here. Left for later, the drop ends their sessions, the pools'
-    threads wake to reconnect, and the garbage collector may then run in one of them:
-    a pool collected on its own thread cannot stop it, and pytest reports that as an
-    error of whichever test runs then."""
+    The test's apps let go of their connections first, and apps it made otherwise and
+    dropped are collected, in this thread: the drop ends their sessions and wakes their
+    pools' threads, and a pool collected on one of its own threads cannot stop it
+    (pytest reports that as an error of whichever test runs then)."""
     name = f"test_{uuid.uuid4().hex}"
     url = postgres_server.create_database(name)
     yield url
+    close_open_apps()
     gc.collect()
     if not postgres_server.is_running():  # the test stopped or killed the shared server
         postgres_server.start()

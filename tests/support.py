@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from flask import Flask
 
+from app import create_app
 from app.clock import utc_now
 from app.services.metrics_service import MetricsService
 from app.storage.jsonl_metrics import JsonlMetricStore
@@ -93,3 +95,24 @@ def jsonl_metrics(path: Path, clock: Callable[[], datetime] | None = None, *,
                   fsync: bool = False) -> MetricsService:
     """A metrics service on the JSONL store at ``path``."""
     return MetricsService(JsonlMetricStore(path, fsync=fsync), clock=clock or utc_now)
+
+
+_open_apps: list[Flask] = []
+
+
+def open_app(settings: dict[str, object]) -> Flask:
+    """``create_app(settings)``, whose store files and database connections are let go
+    when the test ends (conftest). Left to the garbage collector, a database pool whose
+    connections are still opening in the background can be collected on one of its own
+    threads, which cannot stop themselves, and pytest reports that as an error of
+    whichever test runs then."""
+    made = create_app(settings)
+    _open_apps.append(made)
+    return made
+
+
+def close_open_apps() -> None:
+    while _open_apps:
+        services = _open_apps.pop().extensions["agent"]
+        for service in (services.tasks, services.metrics):
+            service.close_files()

@@ -6,16 +6,16 @@ import re
 import pytest
 from flask import Flask
 
-from app import create_app
 from app.security import OPEN_PATHS, token_matches
+from tests.support import open_app
 
 TOKEN = "s3cret-token-0123456789"
 
 
 @pytest.fixture
 def guarded(logs_dir, clock) -> Flask:
-    return create_app({"TESTING": True, "AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock,
-                       "AGENT_FSYNC": False, "AGENT_API_TOKEN": TOKEN})
+    return open_app({"TESTING": True, "AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock,
+                     "AGENT_FSYNC": False, "AGENT_API_TOKEN": TOKEN})
 
 
 def every_route(app: Flask) -> list[tuple[str, str]]:

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.storage.postgres import PostgresDatabase
 from app.storage.postgres.copy import copy_stores
 from tests.seed import spread_records, write_store
-from tests.support import FakeClock
+from tests.support import FakeClock, open_app
 
 QUESTIONS = [
     *(f"/api/agent/metrics?window_days={days}" for days in (1, 7, 30, 365)),
@@ -43,9 +42,9 @@ def both(tmp_path: Path, database_url: str, clock: FakeClock) -> tuple[FlaskClie
     finally:
         database.close()
     settings = {"TESTING": True, "CLOCK": clock, "AGENT_FSYNC": False}
-    jsonl = create_app({**settings, "AGENT_LOGS_DIR": str(jsonl_dir)})
-    postgres = create_app({**settings, "AGENT_LOGS_DIR": str(tmp_path / "unused"),
-                           "AGENT_DATABASE_URL": database_url})
+    jsonl = open_app({**settings, "AGENT_LOGS_DIR": str(jsonl_dir)})
+    postgres = open_app({**settings, "AGENT_LOGS_DIR": str(tmp_path / "unused"),
+                         "AGENT_DATABASE_URL": database_url})
     return jsonl.test_client(), postgres.test_client()
 
 

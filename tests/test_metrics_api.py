@@ -8,6 +8,7 @@ import pytest
 from app.clock import isoformat
 from tests import reference
 from tests.stores import stored_records
+from tests.support import open_app
 
 SEED_SHAPE = {
     "success_rate": {"completed", "failed", "total", "rate"},
@@ -101,9 +102,7 @@ def test_only_records_in_the_window_count(client, logs_dir, clock) -> None:
 
 
 def test_window_days_from_configuration(logs_dir, clock) -> None:
-    from app import create_app
-
-    app = create_app({"AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock, "METRICS_WINDOW_DAYS": 1})
+    app = open_app({"AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock, "METRICS_WINDOW_DAYS": 1})
     assert app.test_client().get("/api/agent/metrics").json["window_days"] == 1
 
 

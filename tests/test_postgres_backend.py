@@ -17,19 +17,18 @@ import psycopg
 import pytest
 from flask import Flask
 
-from app import create_app
 from app.storage.postgres import schema
 from tests.postgres_support import PostgresServer
 from tests.seed import spread_records, write_store
-from tests.support import ROOT, FakeClock, free_port
+from tests.support import ROOT, FakeClock, free_port, open_app
 
 pytestmark = pytest.mark.backend("postgresql")
 FIXTURES = Path(__file__).parent / "fixtures" / "v0.1"
 
 
 def make_app(logs_dir: Path, clock: FakeClock) -> Flask:
-    return create_app({"TESTING": True, "AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock,
-                       "AGENT_FSYNC": False})
+    return open_app({"TESTING": True, "AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock,
+                     "AGENT_FSYNC": False})
 
 
 def flask_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -84,8 +83,8 @@ def test_store_copy_is_idempotent_and_resumable(backend, database_url, logs_dir,
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM metric_records").fetchone() == (
             500 + fixture_records,)
-    jsonl = create_app({"AGENT_LOGS_DIR": str(source), "AGENT_DATABASE_URL": None,
-                        "CLOCK": clock}).test_client()
+    jsonl = open_app({"AGENT_LOGS_DIR": str(source), "AGENT_DATABASE_URL": None,
+                      "CLOCK": clock}).test_client()
     postgres = make_app(logs_dir, clock).test_client()
     for path in ("/api/agent/metrics?window_days=30", "/api/agent/tasks?limit=100",
                  "/api/agent/tasks/count"):

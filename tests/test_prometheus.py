@@ -10,11 +10,10 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app
 from app.storage.metric_totals import DURATION_BOUNDS_SECONDS
 from tests import reference
 from tests.seed import spread_records, write_store
-from tests.support import GunicornServer
+from tests.support import GunicornServer, open_app
 from tests.stores import seed_metrics, stored_records
 
 
@@ -97,8 +96,8 @@ def test_each_app_has_its_own_registry(logs_dir, tmp_path, clock) -> None:
     other_dir = tmp_path / "other"
     other_dir.mkdir()
     write_store(other_dir / "metrics.jsonl", spread_records(clock(), 5, days=1), noise=False)
-    first = create_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False})
-    second = create_app({"AGENT_LOGS_DIR": str(other_dir), "AGENT_FSYNC": False})
+    first = open_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False})
+    second = open_app({"AGENT_LOGS_DIR": str(other_dir), "AGENT_FSYNC": False})
     empty = families(first.test_client().get("/metrics").data.decode())
     full = families(second.test_client().get("/metrics").data.decode())
     assert empty["agent_tasks_finished"].samples == []

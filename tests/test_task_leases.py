@@ -8,9 +8,8 @@ import pytest
 import requests
 from flask import Flask
 
-from app import create_app
 from app.services.task_leases import LOST_NOTE
-from tests.support import FakeClock, GunicornServer
+from tests.support import FakeClock, GunicornServer, open_app
 from tests.stores import stored_records
 
 CLAIM = "/api/agent/tasks/claim"
@@ -139,8 +138,8 @@ def test_a_person_claims_without_a_lease(client, clock) -> None:
 
 def test_max_attempts_setting(logs_dir: Path) -> None:
     clock = FakeClock()
-    app = create_app({"AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock, "AGENT_FSYNC": False,
-                      "AGENT_MAX_ATTEMPTS": 1})
+    app = open_app({"AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock, "AGENT_FSYNC": False,
+                    "AGENT_MAX_ATTEMPTS": 1})
     client = app.test_client()
     task_id = create(client)
     claim(client, "r1", lease_seconds=5)

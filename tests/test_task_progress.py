@@ -5,8 +5,8 @@ import json
 import shlex
 from pathlib import Path
 
-from app import create_app
 from app.storage.task_logs import TaskLogs
+from tests.support import open_app
 
 
 def create(client, task_type: str = "spec") -> str:
@@ -66,8 +66,8 @@ def test_the_decision_loop(tmp_path: Path, logs_dir: Path) -> None:
     routing = tmp_path / "routing.json"
     routing.write_text(json.dumps({"spec": {"command": [
         "agent", "--model", "{model}", "--", "{direction}", "{decision}"]}}))
-    client = create_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False,
-                         "AGENT_ROUTING_FILE": str(routing)}).test_client()
+    client = open_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False,
+                       "AGENT_ROUTING_FILE": str(routing)}).test_client()
     task_id = create(client)
     assert shlex.split(client.get(f"/api/agent/tasks/{task_id}").json["command"])[-1] == ""
     client.post("/api/agent/tasks/claim", json={"runner_id": "r1"})

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
 from app.models.agent import STATUSES
 from app.services.routing import RoutingError, load_routing
 from app.services.task_service import TRANSITIONS
+from tests.support import open_app
 from tests.stores import stored_records
 
 TASK_FIELDS = {"id", "direction", "task_type", "status", "model", "command", "context",
@@ -168,8 +168,8 @@ def test_routing_file_overrides_entry_by_entry(tmp_path: Path, logs_dir: Path) -
                  "command": ["python3", "-c", "print(1)", "my arg", "--", "{direction}"]},
         "heal": {"model": "other"},
     }))
-    client = create_app({"AGENT_LOGS_DIR": str(logs_dir),
-                         "AGENT_ROUTING_FILE": str(routing)}).test_client()
+    client = open_app({"AGENT_LOGS_DIR": str(logs_dir),
+                       "AGENT_ROUTING_FILE": str(routing)}).test_client()
     route = client.get("/api/agent/route?task_type=impl").json
     assert route == {"task_type": "impl", "model": "local/tiny", "tier": "test",
                      "command_template": "python3 -c 'print(1)' 'my arg' -- {direction}"}
@@ -204,8 +204,8 @@ def test_a_bad_routing_file_is_one_line_naming_the_problem(
 def test_tasks_need_the_routing_file_but_metrics_do_not(tmp_path: Path) -> None:
     routing = tmp_path / "routing.json"
     routing.write_text('{"impl": {"command": []}}')
-    client = create_app({"AGENT_LOGS_DIR": str(tmp_path), "AGENT_FSYNC": False,
-                         "AGENT_ROUTING_FILE": str(routing)}).test_client()
+    client = open_app({"AGENT_LOGS_DIR": str(tmp_path), "AGENT_FSYNC": False,
+                       "AGENT_ROUTING_FILE": str(routing)}).test_client()
     assert client.get("/api/agent/metrics").status_code == 200
     refused = client.post("/api/agent/tasks", json={"direction": "d", "task_type": "impl"})
     assert refused.status_code == 503 and str(routing) in refused.json["detail"]
@@ -228,8 +228,8 @@ def routed(tmp_path: Path, logs_dir: Path):
         "review": {"model": "local/plain", "accepts_end_of_options": False,
                    "command": ["plain-cli", "{direction}"]},
     }))
-    return create_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False,
-                       "AGENT_ROUTING_FILE": str(routing)}).test_client()
+    return open_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False,
+                     "AGENT_ROUTING_FILE": str(routing)}).test_client()
 
 
 def test_model_override_changes_model_and_command(routed) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
-from tests.support import FakeClock
+from tests.support import FakeClock, open_app
 
 FIXTURES = Path(__file__).with_name("fixtures") / "v0.1"
 
@@ -27,7 +26,7 @@ def test_tasks_and_records_of_the_previous_version_read_the_same(logs_dir: Path)
     latest = {line["id"]: line for line in old_lines("tasks.jsonl")}
     clock = FakeClock()
     clock.advance(days=1)  # the fixture was written at the clock's start
-    app = create_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False, "CLOCK": clock})
+    app = open_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False, "CLOCK": clock})
     client = app.test_client()
 
     listed = client.get("/api/agent/tasks?limit=500").json
@@ -50,6 +49,6 @@ def test_tasks_and_records_of_the_previous_version_read_the_same(logs_dir: Path)
     assert aggregates["success_rate"]["total"] == len(old_lines("metrics.jsonl")) + 1
 
     assert app.extensions["agent"].tasks.compact(36500).kept == 4
-    reread = create_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False}).test_client()
+    reread = open_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False}).test_client()
     assert reread.get(f"/api/agent/tasks/{pending}").json["status"] == "completed"
     assert reread.get("/api/agent/tasks").json["total"] == 4

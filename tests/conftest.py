@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -107,15 +106,11 @@ def postgres_server() -> Iterator[PostgresServer]:
 def database_url(postgres_server: PostgresServer) -> Iterator[str]:
     """The URL of a fresh, empty database, dropped after the test.
 
-    The test's apps let go of their connections first, and apps it made otherwise and
-    dropped are collected, in this thread: the drop ends their sessions and wakes their
-    pools' threads, and a pool collected on one of its own threads cannot stop it
-    (pytest reports that as an error of whichever test runs then)."""
+    The test's apps let go of their connections first (see ``open_app``)."""
     name = f"test_{uuid.uuid4().hex}"
     url = postgres_server.create_database(name)
     yield url
     close_open_apps()
-    gc.collect()
     if not postgres_server.is_running():  # the test stopped or killed the shared server
         postgres_server.start()
     postgres_server.drop_database(name)

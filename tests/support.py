@@ -7,9 +7,10 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import orjson
 import requests
 from flask import Flask
 
@@ -116,3 +117,8 @@ def close_open_apps() -> None:
         services = _open_apps.pop().extensions["agent"]
         for service in (services.tasks, services.metrics):
             service.close_files()
+
+
+def jsonl(lines: Iterable[object]) -> bytes:
+    """``lines`` as the bytes of a JSONL file, one line each."""
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)

@@ -8,7 +8,6 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +17,7 @@ from app.storage.jsonl_log import READ_CHUNK_BYTES, LogReader
 from app.storage.jsonl_metrics import JsonlMetricStore
 from app.storage.jsonl_tasks import JsonlTaskStore
 from app.storage.metric_records import to_micros
+from tests.support import jsonl
 
 BASE = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
@@ -116,18 +116,16 @@ def test_a_store_started_from_its_checkpoint_answers_as_one_read_from_scratch(
     follower = make_store(path, 0)  # keeps reading and checkpointing as the file changes
     for action, number, count in steps:
         if action == "append":
-            append(path, b"".join(orjson.dumps(make_line(number + n)) + b"\n"
-                                  for n in range(count)))
+            append(path, jsonl(make_line(number + n) for n in range(count)))
         elif action == "torn":
-            append(path, (orjson.dumps(make_line(number)) + b"\n")[:count])
+            append(path, jsonl([make_line(number)])[:count])
         elif action == "corrupt":
             append(path, b'{"not json' + bytes([number]) + b"\n")
         elif action == "truncate":
             os.truncate(path, path.stat().st_size * number // 100)
         elif action == "replace":
             replacement = path.with_name("replacement")
-            replacement.write_bytes(b"".join(orjson.dumps(make_line(number + n)) + b"\n"
-                                             for n in range(count)))
+            replacement.write_bytes(jsonl(make_line(number + n) for n in range(count)))
             os.replace(replacement, path)
         elif action == "compact":
             # by a process that writes checkpoints (then of the new file too), or not
@@ -164,13 +162,13 @@ def test_a_store_with_a_checkpoint_reads_only_what_follows_it(
 ) -> None:
     make_line, make_store = KINDS[kind]
     path = tmp_path / f"{kind}.jsonl"
-    append(path, b"".join(orjson.dumps(make_line(n)) + b"\n" for n in range(300)))
+    append(path, jsonl(make_line(n) for n in range(300)))
     expected_before = answers(kind, make_store(path, 0))
     covered = path.stat().st_size
     assert checkpoint.load(path, f"{kind}/1").position["offset"] == covered
     newer = [{**make_line(n), "task_id" if kind == "metrics" else "id": f"new-{n}"}
              for n in range(300, 330, 3)]  # new tasks (every third task line is whole)
-    append(path, b"".join(orjson.dumps(line) + b"\n" for line in newer))
+    append(path, jsonl(newer))
 
     starts = record_chunk_starts(monkeypatch)
     resumed = answers(kind, make_store(path, None))
@@ -184,8 +182,7 @@ def new_tasks(kind: str, first: int, count: int) -> bytes:
     compaction keeps."""
     make_line, _ = KINDS[kind]
     key, whole = ("task_id", 1) if kind == "metrics" else ("id", 3)  # every 3rd task line
-    return b"".join(orjson.dumps({**make_line(n * whole), key: f"new-{n}"}) + b"\n"
-                    for n in range(first, first + count))
+    return jsonl({**make_line(n * whole), key: f"new-{n}"} for n in range(first, first + count))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -197,7 +194,7 @@ def test_a_compaction_leaves_the_checkpoint_of_its_new_file(
     make_line, make_store = KINDS[kind]
     path = tmp_path / f"{kind}.jsonl"
     append(path, new_tasks(kind, 0, 50_000))  # more than one chunk of a read
-    append(path, b"".join(orjson.dumps(make_line(n)) + b"\n" for n in range(300)))
+    append(path, jsonl(make_line(n) for n in range(300)))
     oldest = (to_micros(BASE + timedelta(hours=20)) if kind == "metrics"
               else BASE + timedelta(minutes=3))
     make_store(path, None).compact(oldest)
@@ -205,7 +202,7 @@ def test_a_compaction_leaves_the_checkpoint_of_its_new_file(
 
     follower = make_store(path, None)
     answers(kind, follower)
-    append(path, b"".join(orjson.dumps(make_line(n)) + b"\n" for n in range(300, 400)))
+    append(path, jsonl(make_line(n) for n in range(300, 400)))
     make_store(path, checkpoint.CHECKPOINT_BYTES).compact(oldest)
 
     found = os.stat(path)

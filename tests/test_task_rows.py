@@ -8,7 +8,6 @@ import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +16,7 @@ from app.models.agent import STATUSES, TASK_TYPES
 from app.storage.jsonl_metrics import JsonlMetricStore
 from app.storage.jsonl_tasks import JsonlTaskStore
 from app.storage.task_rows import TaskRows, merged_state, micros
+from tests.support import jsonl
 
 IDS = ["a", "b", "task-0001", "task-0002", "task-00010", "task-0001x", "é-1",
        "0f3c2a1b9d8e7f60a1b2c3d4e5f60718", "0f3c2a1b00000000a1b2c3d4e5f60718"]
@@ -90,7 +90,7 @@ def test_rows_answer_as_a_replay_of_every_line(tmp_path: Path, stored, cuts) -> 
     edges = sorted({0, len(stored), *(cut for cut in cuts if cut < len(stored))})
     with open(path, "ab") as handle:
         for start, end in zip(edges, edges[1:]):
-            handle.write(b"".join(orjson.dumps(line) + b"\n" for line in stored[start:end]))
+            handle.write(jsonl(stored[start:end]))
             handle.flush()
             store.refresh()  # appends are taken in over several reads
     latest = replay(stored)
@@ -135,8 +135,7 @@ def test_a_read_that_fails_halfway_is_read_again_in_full(tmp_path, monkeypatch) 
                            fsync=False)
     task = {"direction": "d", "task_type": "impl", "status": "pending", "model": "m",
             "context": {}, "created_at": stamp(0, 0), "updated_at": stamp(0, 0)}
-    path.write_bytes(b"".join(orjson.dumps({**task, "id": f"t{n}"}) + b"\n"
-                              for n in range(3)))
+    path.write_bytes(jsonl({**task, "id": f"t{n}"} for n in range(3)))
     take = TaskRows.take
 
     def failing(rows, lines):
@@ -162,7 +161,7 @@ def test_tasks_of_one_time_are_listed_by_id_whichever_read_brings_them(tmp_path)
               "updated_at": stamp(0, 0), "started_at": None} for n, task_id in enumerate(ids)]
     with open(path, "ab") as handle:
         for start in range(0, len(tasks), 3):
-            handle.write(b"".join(orjson.dumps(task) + b"\n" for task in tasks[start:start + 3]))
+            handle.write(jsonl(tasks[start:start + 3]))
             handle.flush()
             store.refresh()
     assert store.page(None, None, False, None) == (ordered(tasks, "created_at", False),

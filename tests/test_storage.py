@@ -5,7 +5,10 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import pytest
+
 from app.storage import JsonlLog
+from tests.support import jsonl
 
 
 def read_all(log: JsonlLog, reader=None) -> list[dict]:
@@ -110,6 +113,33 @@ def test_processes_appending_at_once_lose_and_double_nothing(tmp_path: Path) -> 
     }
     for writer in range(writers):
         assert [r["n"] for r in records if r["writer"] == writer] == list(range(count))
+
+
+@pytest.mark.parametrize("filler", [20, 1000])  # past the last bytes read; past the head
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_rewrite_in_place_to_the_same_size_and_last_line_starts_over(
+    tmp_path: Path, filler: int, resumed: bool
+) -> None:
+    """Neither the size nor the last bytes read tell this rewrite: the first bytes do."""
+    path = tmp_path / "s.jsonl"
+    log = JsonlLog(path)
+
+    def content(first: str) -> bytes:
+        lines = [{"s": first}, *({"n": n} for n in range(filler)), {"s": "last"}]
+        return jsonl(lines)
+
+    path.write_bytes(content("aaa"))
+    reader = log.reader()
+    assert len(read_all(log, reader)) == filler + 2
+    if resumed:  # a reader that goes on from another's position, as from a checkpoint
+        position, reader = reader.position(), log.reader()
+        assert reader.resume(position) and read_all(log, reader) == []
+    inode = path.stat().st_ino
+    path.write_bytes(content("bbb"))
+    assert path.stat().st_ino == inode
+    batches = list(reader.poll())
+    assert batches[0].reset
+    assert [r for b in batches for _, r in b.records][0] == {"s": "bbb"}
 
 
 def test_a_closed_reader_goes_on_where_it_stopped_or_starts_over(tmp_path: Path) -> None:

@@ -404,15 +404,18 @@ class LogReader:
 
     It remembers which file (device and inode) the offset belongs to, so a file replaced
     by rename (compaction) is noticed, and a file truncated or rewritten in place is
-    noticed by its size or by the last bytes read no longer standing before the offset;
-    either way the next poll starts over from the beginning with ``reset`` set. It may be
-    closed (before a fork, say) and carries on at the next poll.
+    noticed by its size, or by its first HEAD_BYTES or the last bytes read no longer
+    standing where they were read (a rewrite to the same size that keeps both is not
+    noticed: the store is appended to, never rewritten in place); either way the next
+    poll starts over from the beginning with ``reset`` set. It may be closed (before a
+    fork, say) and carries on at the next poll.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
         self._seen_tail = b""
+        self._seen_head = b""
         self._identity: list[int] | None = None
         self._handle: Any = None
 
@@ -423,7 +426,7 @@ class LogReader:
             self._handle = None
 
     def _forget(self) -> None:
-        self.offset, self._seen_tail, self._identity = 0, b"", None
+        self.offset, self._seen_tail, self._seen_head, self._identity = 0, b"", b"", None
 
     def _moved_on(self) -> bool:
         """Whether the file at the path is no longer the one the offset belongs to."""
@@ -439,6 +442,7 @@ class LogReader:
             or held.st_size < self.offset
             or os.pread(fd, len(self._seen_tail), self.offset - len(self._seen_tail))
             != self._seen_tail
+            or os.pread(fd, len(self._seen_head), 0) != self._seen_head
         )
 
     def _open(self) -> bool:
@@ -506,7 +510,14 @@ class LogReader:
         self.close()
         self._handle, self._identity = handle, identity
         self.offset, self._seen_tail = offset, tail
+        self._keep_head()
         return True
+
+    def _keep_head(self) -> None:
+        """Remember the file's first bytes read, up to HEAD_BYTES (read again only while
+        the file is shorter than that)."""
+        if len(self._seen_head) < HEAD_BYTES:
+            self._seen_head = os.pread(self._handle.fileno(), min(self.offset, HEAD_BYTES), 0)
 
     def unfinished_line(self) -> bytes:
         """What follows the last complete line read (empty if nothing does)."""
@@ -545,6 +556,7 @@ class LogReader:
             for chunk in _line_chunks(self._handle, self.offset):
                 self.offset = chunk.end
                 self._seen_tail = (chunk.data[-TAIL_BYTES:] if chunk.data else b"") + b"\n"
+                self._keep_head()
                 chunk.reset, reset = reset, False
                 yield chunk
         if reset:

@@ -142,6 +142,23 @@ def test_a_rewrite_in_place_to_the_same_size_and_last_line_starts_over(
     assert [r for b in batches for _, r in b.records][0] == {"s": "bbb"}
 
 
+def test_a_reader_resumed_on_another_file_goes_on_from_there(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    log = JsonlLog(path)
+    path.write_bytes(jsonl({"old": n} for n in range(1000)))
+    follower = log.reader()
+    read_all(log, follower)
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_bytes(jsonl({"new": n} for n in range(1000)))
+    os.replace(replacement, path)
+    reader = log.reader()
+    read_all(log, reader)
+    assert follower.resume(reader.position())
+    assert list(follower.poll()) == []
+    log.append([{"new": 1000}])
+    assert read_all(log, follower) == [{"new": 1000}]
+
+
 def test_a_closed_reader_goes_on_where_it_stopped_or_starts_over(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     log = JsonlLog(path)

@@ -509,7 +509,7 @@ class LogReader:
             return False
         self.close()
         self._handle, self._identity = handle, identity
-        self.offset, self._seen_tail = offset, tail
+        self.offset, self._seen_tail, self._seen_head = offset, tail, b""
         self._keep_head()
         return True
 

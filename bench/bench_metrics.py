@@ -29,7 +29,7 @@ from bench import bench_postgres, bench_startup, bench_tasks
 from bench.bench_lock import measure_locks, print_lock_table
 from bench.full_rescan import full_rescan
 from bench.store import write_store
-from tests.support import GunicornServer
+from bench.servers import GunicornServer
 
 
 def timed(action) -> tuple[float, object]:

@@ -1,6 +1,6 @@
 """Measure the PostgreSQL backend at scale: GET /api/agent/metrics and the task pipeline.
 
-Starts a throw-away PostgreSQL cluster (tests/postgres_support.py, tuned for speed:
+Starts a throw-away PostgreSQL cluster (bench/postgres_server.py, tuned for speed:
 fsync and full_page_writes are off, so the cost of durability is not measured), loads
 the metric records (default 1,000,000 over 14 days, half inside the 7-day window) with
 ``copy_stores`` as ``flask store copy`` does, then measures, on this machine and in this
@@ -37,9 +37,8 @@ import requests
 from app.storage.postgres import PostgresDatabase
 from app.storage.postgres.copy import copy_stores
 from bench.store import write_store
-from tests.postgres_support import SETTINGS, PostgresServer, postgres_bin_dir
-from tests.runner_support import RUNNER, runner_env
-from tests.support import GunicornServer, stop_process
+from bench.postgres_server import SETTINGS, PostgresServer, postgres_bin_dir
+from bench.servers import RUNNER, GunicornServer, runner_env, stop_process
 
 T = TypeVar("T")
 METRICS_PATH = "/api/agent/metrics"

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import requests
 
-from tests.support import GunicornServer
+from bench.servers import GunicornServer
 
 TASK_TYPES = ("spec", "test", "impl", "review", "heal")
 BLOCK = 200

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner, FlaskClient
 
-from tests.postgres_support import PostgresServer, postgres_bin_dir
+from bench.postgres_server import PostgresServer, postgres_bin_dir
 from tests.support import FakeClock, GunicornServer, close_open_apps, open_app
 
 

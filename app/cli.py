@@ -15,8 +15,8 @@ from flask.cli import AppGroup
 
 from app.models.metrics import MetricsAggregatesSchema
 from app.services import Services
-from app.storage.retention import CompactionReport
-from app.storage import StoreUnavailable
+from app.storage.stores import CompactionReport
+from app.storage.stores import StoreUnavailable
 
 if TYPE_CHECKING:
     from app.storage.postgres import PostgresDatabase
@@ -158,7 +158,7 @@ def upgrade_database() -> None:
 def copy_store(source: Path) -> None:
     """Copy the JSONL stores of a folder into the database. Run it again after an
     interruption: what is there already is left alone, so nothing doubles."""
-    from app.storage.postgres.copy import copy_stores
+    from app.storage.store_copy import copy_stores
 
     database = _database()
     try:

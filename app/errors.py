@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.services.routing import RoutingError
 from app.services.task_service import IllegalTransition, InvalidTask, TaskNotFound
-from app.storage import StoreUnavailable
+from app.storage.stores import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from app.services.metrics_service import MetricsService
-from app.storage import jsonl_log
-from app.storage.jsonl_metrics import JsonlMetricStore
+from app.storage.jsonl import log_writer
+from app.storage.jsonl.metrics import JsonlMetricStore
 
 TARGET = 2000
 FLOOR = 1500
@@ -33,7 +33,7 @@ FLOOR = 1500
 def _writer(path: str, writer: int, count: int, ready, start, report,
             lock: Callable[[str], Any] | None) -> None:
     if lock is not None:
-        jsonl_log.store_lock = lock
+        log_writer.store_lock = lock
     service = MetricsService(JsonlMetricStore(path))
     service.record_task(f"bench-warmup-{writer}", "impl", "bench/model", 1.0, "completed")
     ready.wait()

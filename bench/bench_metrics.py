@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 
 from app.services.metrics_service import MetricsService
-from app.storage.jsonl_metrics import JsonlMetricStore
+from app.storage.jsonl.metrics import JsonlMetricStore
 from bench import bench_postgres, bench_startup, bench_tasks
 from bench.bench_lock import measure_locks, print_lock_table
 from bench.full_rescan import full_rescan

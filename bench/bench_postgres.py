@@ -35,7 +35,7 @@ import psycopg
 import requests
 
 from app.storage.postgres import PostgresDatabase
-from app.storage.postgres.copy import copy_stores
+from app.storage.store_copy import copy_stores
 from bench.store import write_store
 from bench.postgres_server import SETTINGS, PostgresServer, postgres_bin_dir
 from bench.servers import RUNNER, GunicornServer, runner_env, stop_process

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from app.storage.checkpoint import CHECKPOINT_BYTES, CheckpointedStore, checkpoint_path
-from app.storage.jsonl_metrics import JsonlMetricStore
-from app.storage.jsonl_tasks import JsonlTaskStore
+from app.storage.jsonl.checkpoint import CHECKPOINT_BYTES, CheckpointedStore, checkpoint_path
+from app.storage.jsonl.metrics import JsonlMetricStore
+from app.storage.jsonl.tasks import JsonlTaskStore
 from bench.bench_tasks import start_until_answered, write_task_store
 from bench.full_rescan import full_rescan
 from bench.store import write_store

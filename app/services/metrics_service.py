@@ -31,7 +31,8 @@ from app.storage.metric_records import (
     to_micros,
 )
 from app.storage.metric_totals import Totals
-from app.storage.retention import CompactionReport, cutoff
+from app.services.retention import cutoff
+from app.storage.stores import CompactionReport
 from app.storage.stores import MetricStore
 
 CACHED_WINDOWS = 4

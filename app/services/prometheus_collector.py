@@ -24,10 +24,33 @@ from app.models.metrics import QUEUE_STATUSES
 from app.services import Services
 from app.storage.metric_totals import (
     DURATION_BOUNDS_SECONDS,
+    Totals,
     duration_histograms,
     finished_counts,
-    with_bounded_labels,
 )
+
+OTHER = "other"
+"""The label value that stands for the task types and models a scrape leaves out."""
+MAX_LABEL_CHARS = 200
+
+
+def with_bounded_labels(totals: Totals, task_types: tuple[str, ...], max_models: int) -> Totals:
+    """The totals with labels a scrape can carry: at most ``max_models`` distinct models.
+
+    The stores may hold any string as a model or task type (written by hand, imported).
+    When there are more than ``max_models`` models, the ``max_models - 1`` most frequent
+    (ties by name) keep their own labels and the rest are summed under ``other``; a model
+    longer than ``MAX_LABEL_CHARS`` always is, and so is a task type not in ``task_types``.
+    """
+    per_model: dict[str, int] = {}
+    for (_, model, _), entry in totals.entries.items():
+        per_model[model] = per_model.get(model, 0) + entry[0]
+    short = sorted((model for model in per_model if len(model) <= MAX_LABEL_CHARS),
+                   key=lambda model: (-per_model[model], model))
+    kept = set(short if len(per_model) <= max_models else short[:max_models - 1])
+    return totals.relabeled(lambda labels: (
+        labels[0] if labels[0] in task_types else OTHER,
+        labels[1] if labels[1] in kept else OTHER, labels[2]))
 
 
 def _bound_label(bound: float) -> str:

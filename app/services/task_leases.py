@@ -13,11 +13,16 @@ from typing import Any
 
 from app.clock import isoformat, parse_iso
 from app.models.agent import DEFAULT_LEASE_SECONDS, MAX_DURATION_SECONDS
-from app.storage.stores import lease_expired
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "LOST_NOTE", "elapsed_seconds", "expiry", "holder",
            "lease", "lease_expired"]
 LOST_NOTE = "[lease expired: runner lost]"
+
+
+def lease_expired(task: dict[str, Any], now: datetime) -> bool:
+    """Whether the task is ``running`` under a lease that has run out."""
+    expires = task.get("lease_expires_at")
+    return task["status"] == "running" and expires is not None and parse_iso(expires) <= now
 
 
 def holder(task: dict[str, Any], now: datetime) -> str | None:

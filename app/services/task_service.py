@@ -29,8 +29,9 @@ from app.services.task_leases import (
     lease,
     lease_expired,
 )
-from app.storage.jsonl_log import StoreUnavailable
-from app.storage.retention import CompactionReport, cutoff
+from app.storage.stores import StoreUnavailable
+from app.services.retention import cutoff
+from app.storage.stores import CompactionReport
 from app.storage.stores import Task, TaskStore, TaskTransaction
 
 TRANSITIONS: dict[str, frozenset[str]] = {

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app import config
-from app.storage.jsonl_metrics import JsonlMetricStore
-from app.storage.jsonl_tasks import JsonlTaskStore
+from app.storage.jsonl import JsonlMetricStore, JsonlTaskStore
 from app.storage.stores import MetricStore, TaskStore
 
 

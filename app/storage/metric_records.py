@@ -103,7 +103,7 @@ def stored_record(
     created_at: str,
 ) -> dict[str, Any]:
     """A record as a line of metrics.jsonl holds it. The key order is part of the
-    canonical form that :mod:`app.storage.metric_scan` skims."""
+    canonical form that :mod:`app.storage.jsonl.metric_scan` skims."""
     return {
         "task_id": task_id,
         "task_type": task_type,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,6 @@ SLOTS = len(BOUNDS_US) + 1
 """One slot per bound (durations up to it) and a last one for longer durations."""
 
 Labels = tuple[str, str, str]
-OTHER = "other"
-"""The label value that stands for the task types and models a scrape leaves out."""
-MAX_LABEL_CHARS = 200
 
 
 @dataclass
@@ -47,11 +45,22 @@ class Totals:
         entry[1] += record.duration_us
         entry[2 + bisect_left(BOUNDS_US, record.duration_us)] += 1
 
+    def _add_entry(self, labels: Labels, entry: list[int]) -> None:
+        mine = self._entry(labels)
+        mine[:] = [a + b for a, b in zip(mine, entry)]
+
     def merged(self, other: Totals) -> Totals:
         total = Totals({labels: list(entry) for labels, entry in self.entries.items()})
         for labels, entry in other.entries.items():
-            mine = total._entry(labels)
-            mine[:] = [a + b for a, b in zip(mine, entry)]
+            total._add_entry(labels, entry)
+        return total
+
+    def relabeled(self, label: Callable[[Labels], Labels]) -> Totals:
+        """The totals with each entry's labels replaced by ``label(labels)``; entries
+        that get the same labels are summed."""
+        total = Totals()
+        for labels, entry in self.entries.items():
+            total._add_entry(label(labels), entry)
         return total
 
     @classmethod
@@ -109,29 +118,6 @@ class DurationHistogram:
     model: str
     cumulative_counts: list[int]
     sum_seconds: float
-
-
-def with_bounded_labels(totals: Totals, task_types: tuple[str, ...], max_models: int) -> Totals:
-    """The totals with labels a scrape can carry: at most ``max_models`` distinct models.
-
-    The stores may hold any string as a model or task type (written by hand, imported).
-    When there are more than ``max_models`` models, the ``max_models - 1`` most frequent
-    (ties by name) keep their own labels and the rest are summed under ``other``; a model
-    longer than ``MAX_LABEL_CHARS`` always is, and so is a task type not in ``task_types``.
-    """
-    per_model: dict[str, int] = {}
-    for (_, model, _), entry in totals.entries.items():
-        per_model[model] = per_model.get(model, 0) + entry[0]
-    short = sorted((model for model in per_model if len(model) <= MAX_LABEL_CHARS),
-                   key=lambda model: (-per_model[model], model))
-    kept = set(short if len(per_model) <= max_models else short[:max_models - 1])
-    bounded = Totals()
-    for (task_type, model, status), entry in totals.entries.items():
-        labels = (task_type if task_type in task_types else OTHER,
-                  model if model in kept else OTHER, status)
-        mine = bounded._entry(labels)
-        mine[:] = [a + b for a, b in zip(mine, entry)]
-    return bounded
 
 
 def finished_counts(totals: Totals) -> dict[Labels, int]:

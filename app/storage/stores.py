@@ -1,34 +1,62 @@
 """The boundary between the services and the stores behind them.
 
 Two stores, each a small interface with two backends: JSONL files on this machine's
-disk (:mod:`app.storage.jsonl_metrics`, :mod:`app.storage.jsonl_tasks`), the embedded
-default, and PostgreSQL (:mod:`app.storage.postgres`) for many servers on many hosts.
-The services hold the rules (which transition is legal, what a lease expiry does,
-windows and percentiles); a store only keeps what it is given, answers reads, and makes
-a :meth:`TaskStore.transaction` atomic against every other writer of the same store,
-in this process or any other.
+disk (:mod:`app.storage.jsonl`), the embedded default, and PostgreSQL
+(:mod:`app.storage.postgres`) for many servers on many hosts. The services hold the rules
+(which transition is legal, what a lease expiry does, windows and percentiles); a store
+only keeps what it is given, answers reads, and makes a :meth:`TaskStore.transaction`
+atomic against every other writer of the same store, in this process or any other.
+``tests/storage/test_store_contract.py`` holds both backends to these interfaces.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from app.clock import parse_iso
 from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import MetricRecord
 from app.storage.metric_totals import Totals
-from app.storage.retention import CompactionReport
 
 T = TypeVar("T")
 Task = dict[str, Any]
 
+ORDERS = ("created_at", "updated_at")
+"""What :meth:`TaskStore.page` orders by."""
 
-def lease_expired(task: Task, now: datetime) -> bool:
-    """Whether the task is ``running`` under a lease that has run out."""
-    expires = task.get("lease_expires_at")
-    return task["status"] == "running" and expires is not None and parse_iso(expires) <= now
+MAX_LOG_BYTES = 1024 * 1024
+"""How much of the output runners sent of a task a store keeps: the last MiB."""
+
+
+class StoreUnavailable(OSError):
+    """The store could not be reached or written (folder not writable, disk full,
+    database down...)."""
+
+
+class TaskExists(ValueError):
+    """:meth:`TaskStore.insert` of an id the store holds already."""
+
+
+def check_order(by: str) -> None:
+    """Refuse, with ValueError, an order :meth:`TaskStore.page` does not know."""
+    if by not in ORDERS:
+        raise ValueError(f"tasks are ordered by one of {ORDERS}, not {by!r}")
+
+
+@dataclass
+class CompactionReport:
+    """Counts of one compaction: lines kept and why the others went."""
+
+    kept: int = 0
+    expired: int = 0
+    superseded: int = 0
+    invalid: int = 0
+
+    def summary(self) -> str:
+        return (f"kept {self.kept}, dropped {self.expired} older than the cutoff, "
+                f"{self.superseded} superseded, {self.invalid} invalid")
 
 
 class MetricStore(Protocol):
@@ -94,7 +122,7 @@ class TaskStore(Protocol):
     location: str
 
     def insert(self, task: Task) -> None:
-        ...
+        """Store a new task; :class:`TaskExists` if its id is taken."""
 
     def get(self, task_id: str) -> Task | None:
         ...
@@ -103,8 +131,8 @@ class TaskStore(Protocol):
         self, statuses: tuple[str, ...] | None, task_type: str | None, newest_first: bool,
         limit: int | None, offset: int = 0, by: str = "created_at",
     ) -> tuple[list[Task], int]:
-        """Tasks of these statuses (None: any) and task type, ordered by ``by``
-        (``created_at`` or ``updated_at``) then ``id``, from ``offset``, at most ``limit``
+        """Tasks of these statuses (None: any) and task type, ordered by ``by`` (one of
+        :data:`ORDERS`, else ValueError) then ``id``, from ``offset``, at most ``limit``
         (None: all); and how many matched."""
 
     def counts(self) -> dict[str, int]:
@@ -121,7 +149,8 @@ class TaskStore(Protocol):
         before ``oldest``; returns the report and the ids dropped."""
 
     def append_log(self, task_id: str, text: str) -> None:
-        """Add to the output a runner sent of the task (the last MiB is kept)."""
+        """Add to the output a runner sent of the task (the last :data:`MAX_LOG_BYTES`
+        are kept)."""
 
     def read_log(self, task_id: str) -> str:
         ...

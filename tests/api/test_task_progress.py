@@ -5,7 +5,7 @@ import json
 import shlex
 from pathlib import Path
 
-from app.storage.task_logs import TaskLogs
+from app.storage.jsonl.task_logs import TaskLogs
 from tests.support import open_app
 
 

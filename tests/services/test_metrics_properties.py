@@ -71,7 +71,7 @@ def hand_line(record: dict, created_at: str, spaced: bool) -> bytes:
 
 
 def small_chunks():
-    return mock.patch("app.storage.jsonl_log.READ_CHUNK_BYTES", 300)
+    return mock.patch("app.storage.jsonl.log_reader.READ_CHUNK_BYTES", 300)
 
 
 def check(service: MetricsService, path: Path, clock: FakeClock, window_days: int) -> None:

@@ -17,7 +17,7 @@ from app.storage.metric_totals import (
 )
 from app.services.metrics_series import default_bucket, service_timeseries
 from app.services.metrics_service import MetricsService
-from app.storage import jsonl_log
+from app.storage.jsonl import log_reader
 from tests.support import reference
 from tests.support.seed import spread_records, write_store
 from tests.support import FakeClock, jsonl_metrics
@@ -121,7 +121,7 @@ def test_stored_records_are_the_counted_ones_read_in_bounded_chunks(
     service, clock, monkeypatch
 ) -> None:
     write_store(service.store.log.path, spread_records(clock(), 2000, days=30))
-    monkeypatch.setattr(jsonl_log, "READ_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(log_reader, "READ_CHUNK_BYTES", 4096)
     records = service.stored_records()
     first = next(records)
     reader = records.gi_frame.f_locals["reader"]

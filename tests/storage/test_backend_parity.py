@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from app.storage.postgres import PostgresDatabase
-from app.storage.postgres.copy import copy_stores
+from app.storage.store_copy import copy_stores
 from tests.support.seed import spread_records, write_store
 from tests.support import FakeClock, open_app
 

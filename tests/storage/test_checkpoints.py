@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.storage import checkpoint
-from app.storage.jsonl_log import READ_CHUNK_BYTES, LogReader
-from app.storage.jsonl_metrics import JsonlMetricStore
-from app.storage.jsonl_tasks import JsonlTaskStore
+from app.storage.jsonl import checkpoint
+from app.storage.jsonl.log_reader import READ_CHUNK_BYTES, LogReader
+from app.storage.jsonl.metrics import JsonlMetricStore
+from app.storage.jsonl.tasks import JsonlTaskStore
 from app.storage.metric_records import to_micros
 from tests.support import jsonl
 

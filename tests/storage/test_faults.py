@@ -14,9 +14,10 @@ import pytest
 import requests
 
 from app import config
-from app.storage import JsonlLog, StoreUnavailable
+from app.storage.jsonl.log_writer import JsonlLog
+from app.storage.stores import StoreUnavailable
 from tests.support.processes import spawn
-from tests.support import GunicornServer, jsonl_metrics
+from tests.support import GunicornServer, jsonl_metrics, poll
 
 WAIT = 60
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.backend("jsonl")  # files on disk; the database: test_p
 def stored_task_ids(logs_dir: Path) -> Counter[str]:
     """How many parseable records each task_id has in the metrics store."""
     reader = JsonlLog(config.metrics_path(logs_dir)).reader()
-    return Counter(r["task_id"] for b in reader.poll() for _, r in b.records)
+    return Counter(r["task_id"] for b in poll(reader) for _, r in b.records)
 
 
 def read_ids(process: subprocess.Popen[str], count: int) -> list[str]:
@@ -62,7 +63,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(logs_dir: Path) -> None:
     holder.wait(timeout=WAIT)
     appender = spawn("append", str(store), "1")
     assert appender.wait(timeout=WAIT) == 0
-    assert [r for b in JsonlLog(store).reader().poll() for _, r in b.records] == [{"n": 1}]
+    assert [r for b in poll(JsonlLog(store).reader()) for _, r in b.records] == [{"n": 1}]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.storage.hash_runs import NUMPY_FROM, HashRuns, hash_key, hash_keys
+from app.storage.jsonl.hash_runs import NUMPY_FROM, HashRuns, hash_key, hash_keys
 from tests.support import ROOT
 
 ids = st.one_of(st.text(max_size=80), st.text("0123456789abcdef", min_size=32, max_size=32),
@@ -24,7 +24,7 @@ def test_numpy_and_single_string_keys_agree(texts: list[str]) -> None:
 
 def test_keys_are_the_same_in_another_process() -> None:
     texts = ["task-1", "é", "0f3c2a1b9d8e7f60a1b2c3d4e5f60718", "x" * 100, ""] * NUMPY_FROM
-    program = ("import sys; from app.storage.hash_runs import hash_keys; "
+    program = ("import sys; from app.storage.jsonl.hash_runs import hash_keys; "
                "print(hash_keys(sys.argv[1:]).tolist())")
     other = subprocess.run([sys.executable, "-c", program, *texts], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout

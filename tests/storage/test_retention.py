@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.clock import isoformat
 from app.storage.metric_totals import finished_counts
-from app.storage import JsonlLog
+from app.storage.jsonl.log_writer import JsonlLog
 from tests.support.processes import spawn
 from tests.support.stores import seed_lines, stored_records, stored_task_ids
-from tests.support import ROOT, GunicornServer
+from tests.support import GunicornServer, ROOT, poll
 
 WAIT = 120
 
@@ -234,12 +234,12 @@ def test_carried_totals_match_the_file_a_reader_follows(tmp_path: Path) -> None:
     log.append([{"n": 1}])
     log.rewrite(lambda records: records, carry=lambda before: "first")
     reader = log.reader()
-    list(reader.poll())
+    list(poll(reader))
     assert log.carried() == log.carried(reader) == "first"
     log.rewrite(lambda records: records, carry=lambda before: f"{before}+second")
     assert log.carried() == "first+second"
     assert log.carried(reader) == "first"  # still on the file the first value belongs to
-    list(reader.poll())
+    list(poll(reader))
     assert log.carried(reader) == "first+second"
     companion = json.loads(log.carried_path.read_text())
     log.carried_path.write_text(json.dumps({**companion, "store": [0, 0]}))

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import JsonlLog
-from tests.support import jsonl
+from app.storage.jsonl.log_writer import JsonlLog
+from tests.support import jsonl, poll
 
 
 def read_all(log: JsonlLog, reader=None) -> list[dict]:
     reader = reader or log.reader()
-    return [record for batch in reader.poll() for _, record in batch.records]
+    return [record for batch in poll(reader) for _, record in batch.records]
 
 
 def test_append_then_read_from_offset(tmp_path: Path) -> None:
@@ -62,20 +62,20 @@ def test_replaced_or_truncated_file_starts_over(tmp_path: Path) -> None:
     replacement = tmp_path / "new.jsonl"
     replacement.write_bytes(b'{"n": 9}\n')
     os.replace(replacement, path)
-    batches = list(reader.poll())
+    batches = list(poll(reader))
     assert batches[0].reset
     assert [r for b in batches for _, r in b.records] == [{"n": 9}]
     with open(path, "r+b") as handle:
         handle.truncate(0)
-    batches = list(reader.poll())
+    batches = list(poll(reader))
     assert [b.reset for b in batches] == [True] and batches[0].records == []
 
 
 def test_large_file_is_read_in_bounded_chunks(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("app.storage.jsonl_log.READ_CHUNK_BYTES", 64)
+    monkeypatch.setattr("app.storage.jsonl.log_reader.READ_CHUNK_BYTES", 64)
     log = JsonlLog(tmp_path / "s.jsonl")
     log.append([{"n": n, "pad": "x" * (n % 50)} for n in range(300)])
-    batches = list(log.reader().poll())
+    batches = list(poll(log.reader()))
     assert len(batches) > 10
     assert [r["n"] for b in batches for _, r in b.records] == list(range(300))
 
@@ -84,7 +84,7 @@ def test_offsets_point_at_their_lines(tmp_path: Path) -> None:
     log = JsonlLog(tmp_path / "s.jsonl")
     log.append([{"n": n} for n in range(5)])
     reader = log.reader()
-    for batch in reader.poll():
+    for batch in poll(reader):
         for offset, record in batch.records:
             assert reader.read_line_at(offset) == record
 
@@ -137,7 +137,7 @@ def test_a_rewrite_in_place_to_the_same_size_and_last_line_starts_over(
     inode = path.stat().st_ino
     path.write_bytes(content("bbb"))
     assert path.stat().st_ino == inode
-    batches = list(reader.poll())
+    batches = list(poll(reader))
     assert batches[0].reset
     assert [r for b in batches for _, r in b.records][0] == {"s": "bbb"}
 
@@ -154,7 +154,7 @@ def test_a_reader_resumed_on_another_file_goes_on_from_there(tmp_path: Path) -> 
     reader = log.reader()
     read_all(log, reader)
     assert follower.resume(reader.position())
-    assert list(follower.poll()) == []
+    assert list(poll(follower)) == []
     log.append([{"new": 1000}])
     assert read_all(log, follower) == [{"new": 1000}]
 
@@ -172,10 +172,10 @@ def test_a_closed_reader_goes_on_where_it_stopped_or_starts_over(tmp_path: Path)
     replacement = tmp_path / "new.jsonl"
     replacement.write_bytes(b'{"n": 9}\n')
     os.replace(replacement, path)
-    batches = list(reader.poll())
+    batches = list(poll(reader))
     assert batches[0].reset and [r for b in batches for _, r in b.records] == [{"n": 9}]
     reader.close()
     path.write_bytes(b'{"n": 7}\n{"n": 8, "longer": "than what was read"}\n')
-    batches = list(reader.poll())
+    batches = list(poll(reader))
     assert batches[0].reset
     assert [r["n"] for b in batches for _, r in b.records] == [7, 8]

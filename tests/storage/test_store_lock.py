@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import JsonlLog, StoreUnavailable
+from app.storage.jsonl.log_writer import JsonlLog
+from app.storage.stores import StoreUnavailable
 from tests.support.processes import spawn
+from tests.support import poll
 
 WAIT = 60
 BLOCKED = 0.3
@@ -87,7 +89,7 @@ def test_the_lock_is_reentrant_within_a_thread(tmp_path: Path) -> None:
         log.append([{"n": 2}])
     assert got.wait(WAIT)
     thread.join(WAIT)
-    assert [r for b in log.reader().poll() for _, r in b.records] == [{"n": 1}, {"n": 2}]
+    assert [r for b in poll(log.reader()) for _, r in b.records] == [{"n": 1}, {"n": 2}]
 
 
 def test_a_waiter_gets_the_lock_when_its_holder_is_killed(tmp_path: Path) -> None:
@@ -115,7 +117,7 @@ def test_a_forked_child_takes_the_lock_of_a_log_opened_before_the_fork(tmp_path:
             os._exit(status)
     assert os.waitpid(child, 0)[1] == 0
     log.append([{"n": "parent again"}])
-    assert [r["n"] for b in log.reader().poll() for _, r in b.records] == [
+    assert [r["n"] for b in poll(log.reader()) for _, r in b.records] == [
         "parent", "child", "parent again"]
 
 

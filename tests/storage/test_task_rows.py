@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.models.agent import STATUSES, TASK_TYPES
-from app.storage.jsonl_metrics import JsonlMetricStore
-from app.storage.jsonl_tasks import JsonlTaskStore
-from app.storage.task_rows import TaskRows, merged_state, micros
+from app.storage.jsonl.metrics import JsonlMetricStore
+from app.storage.jsonl.tasks import JsonlTaskStore
+from app.storage.jsonl.task_rows import TaskRows, merged_state, micros
 from tests.support import jsonl
 
 IDS = ["a", "b", "task-0001", "task-0002", "task-00010", "task-0001x", "é-1",

@@ -3,9 +3,11 @@ JSONL bytes. The real servers (gunicorn, PostgreSQL) come from :mod:`bench.serve
 which the benchmarks use too."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from flask import Flask
@@ -13,11 +15,12 @@ from flask import Flask
 from app import create_app
 from app.clock import utc_now
 from app.services.metrics_service import MetricsService
-from app.storage.jsonl_metrics import JsonlMetricStore
+from app.storage.jsonl.log_reader import LogReader
+from app.storage.jsonl.metrics import JsonlMetricStore
 from bench.servers import ROOT, GunicornServer, free_port, stop_process
 
 __all__ = ["ROOT", "GunicornServer", "free_port", "stop_process", "FakeClock", "jsonl_metrics",
-           "open_app", "close_open_apps", "jsonl"]
+           "open_app", "close_open_apps", "jsonl", "Batch", "poll"]
 
 
 class FakeClock:
@@ -63,3 +66,17 @@ def close_open_apps() -> None:
 def jsonl(lines: Iterable[object]) -> bytes:
     """``lines`` as the bytes of a JSONL file, one line each."""
     return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+@dataclass
+class Batch:
+    """The lines of one chunk a reader read: ``reset`` when the file was replaced or
+    truncated and ``records`` (offset, record) start again from its beginning."""
+
+    reset: bool
+    records: list[tuple[int, dict[str, Any]]]
+
+
+def poll(reader: LogReader) -> list[Batch]:
+    """What ``reader`` reads next, parsed."""
+    return [Batch(chunk.reset, chunk.decode()) for chunk in reader.poll_chunks()]

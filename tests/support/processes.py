@@ -8,7 +8,7 @@ import time
 import uuid
 
 from app.services.metrics_service import record_task
-from app.storage import JsonlLog
+from app.storage.jsonl.log_writer import JsonlLog
 from tests.support import ROOT
 
 

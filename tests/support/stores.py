@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 
 from app.storage.postgres import PostgresDatabase
-from app.storage.postgres.copy import copy_stores
+from app.storage.store_copy import copy_stores
 from tests.support.reference import records_in
 from tests.support.seed import write_store
 

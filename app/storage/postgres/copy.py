@@ -1,4 +1,6 @@
-"""Copying the JSONL stores of a folder into the database (``flask store copy``).
+"""Copying stores into the database (``flask store copy``, through
+:mod:`app.storage.store_copy`): records, the totals compactions carried over, task
+states and task logs, each given as plain values.
 
 Rows go in batches, each committed on its own, and a row whose key is already there
 (a record's task_id, a task's id) is left as it is: a copy run twice doubles nothing,
@@ -9,17 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from psycopg.types.json import Json
 
-from app import config
-from app.storage.jsonl_metrics import JsonlMetricStore
-from app.storage.jsonl_tasks import JsonlTaskStore
 from app.storage.postgres.database import PostgresDatabase
-from app.storage.postgres.tasks import ROW_FIELDS, _row
-from app.storage.metric_records import as_stored
+from app.storage.postgres.tasks import ROW_FIELDS, row_values
 
 BATCH_ROWS = 20_000
 STORES = ("metrics", "tasks", "task logs")
@@ -82,18 +80,18 @@ def _copy_tasks(database: PostgresDatabase, tasks: Iterable[dict[str, Any]],
                 copied += conn.execute(
                     f"INSERT INTO tasks (id, {columns}, state) VALUES "
                     f"(%s, {', '.join(['%s'] * len(ROW_FIELDS))}, %s) "
-                    "ON CONFLICT (id) DO NOTHING", (task["id"], *_row(task))).rowcount
+                    "ON CONFLICT (id) DO NOTHING", (task["id"], *row_values(task))).rowcount
             counts.add("tasks", copied, len(batch))
     return task_ids
 
 
-def _copy_task_logs(database: PostgresDatabase, tasks: JsonlTaskStore,
+def _copy_task_logs(database: PostgresDatabase, read_log: Callable[[str], str],
                     task_ids: Iterable[str], counts: CopyCounts) -> None:
     for batch in _batches(task_ids):
         with database.connection() as conn:
             copied = offered = 0
             for task_id in batch:
-                text = tasks.read_log(task_id)
+                text = read_log(task_id)
                 if text:
                     offered += 1
                     copied += conn.execute(
@@ -102,22 +100,23 @@ def _copy_task_logs(database: PostgresDatabase, tasks: JsonlTaskStore,
             counts.add("task logs", copied, offered)
 
 
-def _copy_carried(database: PostgresDatabase, metrics: JsonlMetricStore) -> None:
-    """The totals a compaction of the files carried over, unless the database has some."""
-    carried = metrics.log.carried()
+def _copy_carried(database: PostgresDatabase, carried: Any) -> None:
+    """The totals a compaction of the source carried over, unless the database has some."""
     if carried is not None:
         with database.connection() as conn:
             conn.execute("UPDATE metric_compactions SET carried = %s WHERE carried IS NULL",
                          (Json(carried),))
 
 
-def copy_stores(source: Path, database: PostgresDatabase) -> CopyCounts:
-    """Copy the stores found in the folder ``source`` (each may be missing)."""
+def copy_into(
+    database: PostgresDatabase, records: Iterable[dict[str, Any]], carried: Any,
+    tasks: Iterable[dict[str, Any]], read_log: Callable[[str], str],
+) -> CopyCounts:
+    """Copy metric records (in their stored shape), carried totals (None: none), task
+    states and, for each task offered, its log as ``read_log`` gives it."""
     counts = CopyCounts()
-    metrics = JsonlMetricStore(config.metrics_path(source), fsync=False)
-    tasks = JsonlTaskStore(config.tasks_path(source), metrics=metrics, fsync=False)
-    _copy_records(database, map(as_stored, metrics.records()), counts)
-    _copy_carried(database, metrics)
-    task_ids = _copy_tasks(database, tasks.states(), counts)
-    _copy_task_logs(database, tasks, task_ids, counts)
+    _copy_records(database, records, counts)
+    _copy_carried(database, carried)
+    task_ids = _copy_tasks(database, tasks, counts)
+    _copy_task_logs(database, read_log, task_ids, counts)
     return counts

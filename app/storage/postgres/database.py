@@ -3,7 +3,7 @@
 One :class:`PostgresDatabase` per process holds a connection pool, opened on first use,
 so a gunicorn master that reads the stores before it forks hands no connection to its
 workers: each worker opens its own pool. Every error of the database or of reaching it
-becomes :class:`~app.storage.jsonl_log.StoreUnavailable` (a 503), and the pool checks a
+becomes :class:`~app.storage.stores.StoreUnavailable` (a 503), and the pool checks a
 connection before lending it, so service resumes by itself once the database is back.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 
-from app.storage.jsonl_log import StoreUnavailable
+from app.storage.stores import StoreUnavailable
 from app.storage.postgres import schema
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import MetricRecord, RecordBatch, to_micros
 from app.storage.metric_totals import Totals
 from app.storage.postgres.database import PostgresDatabase
-from app.storage.retention import CompactionReport
+from app.storage.stores import CompactionReport
 
 T = TypeVar("T")
 EXPORT_BATCH_ROWS = 10_000

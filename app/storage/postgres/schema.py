@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psycopg
 
-from app.storage.jsonl_log import StoreUnavailable
+from app.storage.stores import StoreUnavailable
 
 SCHEMA_LOCK = 0x61676E74  # any fixed number shared by every process that upgrades
 

@@ -19,16 +19,13 @@ from psycopg.types.json import Json
 from app.models.metrics import FINAL_STATUSES
 from app.storage.postgres.database import PostgresDatabase
 from app.storage.postgres.metrics import insert_record
-from app.storage.retention import CompactionReport
-from app.storage.stores import Task
-from app.storage.task_logs import MAX_LOG_BYTES
+from app.storage.stores import MAX_LOG_BYTES, CompactionReport, Task, TaskExists, check_order
 
-ORDERS = ("created_at", "updated_at")
 ROW_FIELDS = ("status", "task_type", "created_at", "updated_at", "runner_id",
               "lease_expires_at", "recorded")
 
 
-def _row(state: Task) -> tuple[Any, ...]:
+def row_values(state: Task) -> tuple[Any, ...]:
     return (*(state.get(name) for name in ROW_FIELDS), Json(state))
 
 
@@ -51,10 +48,12 @@ class PostgresTaskStore:
 
     def insert(self, task: Task) -> None:
         with self.database.connection() as conn:
-            conn.execute(
+            inserted = conn.execute(
                 f"INSERT INTO tasks (id, {', '.join(ROW_FIELDS)}, state) "
-                f"VALUES (%s, {', '.join(['%s'] * len(ROW_FIELDS))}, %s)",
-                (task["id"], *_row(task)))
+                f"VALUES (%s, {', '.join(['%s'] * len(ROW_FIELDS))}, %s) "
+                "ON CONFLICT (id) DO NOTHING", (task["id"], *row_values(task))).rowcount
+        if not inserted:
+            raise TaskExists(f"task {task['id']} exists")
 
     def get(self, task_id: str) -> Task | None:
         with self.database.connection() as conn:
@@ -66,8 +65,7 @@ class PostgresTaskStore:
     ) -> tuple[list[Task], int]:
         """Only the filters asked for go into the query, so each shape keeps a plan that
         uses its index."""
-        if by not in ORDERS:
-            raise ValueError(f"tasks are ordered by one of {ORDERS}, not {by!r}")
+        check_order(by)
         filters = {"status = ANY(%(statuses)s)": statuses, "task_type = %(task_type)s": task_type}
         asked = [condition for condition, value in filters.items() if value is not None]
         where = f"WHERE {' AND '.join(asked)}" if asked else ""
@@ -186,7 +184,7 @@ class PostgresTransaction:
         self.conn.execute(
             f"UPDATE tasks SET ({', '.join(ROW_FIELDS)}, state) = "
             f"({', '.join(['%s'] * len(ROW_FIELDS))}, %s) WHERE id = %s",
-            (*_row(merged), task_id))
+            (*row_values(merged), task_id))
 
     def record(self, record: dict[str, Any]) -> None:
         insert_record(self.conn, record)

@@ -5,7 +5,7 @@ task's id and only the fields that changed, laid over what came before (lines of
 earlier versions, which repeat the whole task, read the same). So a stored task costs
 about its direction and context once, whatever its history. Each process takes in what
 was appended since its last read, keeping in memory only what finding, listing and
-claiming tasks need (:mod:`app.storage.task_rows`); a task's whole state is read back
+claiming tasks need (:mod:`app.storage.jsonl.task_rows`); a task's whole state is read back
 from its lines. A transaction is read, checked and written under the log's lock, which
 is what stops two runners from claiming the same task.
 """
@@ -20,18 +20,20 @@ from typing import Any
 
 from app.clock import parse_iso
 from app.models.metrics import FINAL_STATUSES
-from app.storage.checkpoint import (
+from app.storage.jsonl.checkpoint import (
     CHECKPOINT_BYTES,
     Checkpoint,
     CheckpointedStore,
     Checkpoints,
 )
-from app.storage.jsonl_log import JsonlLog, rewound_on_error
-from app.storage.jsonl_metrics import cyclic_gc_paused
-from app.storage.retention import CompactionReport, compact
-from app.storage.stores import MetricStore, Task
-from app.storage.task_logs import TaskLogs
-from app.storage.task_rows import TaskRows, merged_state
+from app.storage.jsonl.log_reader import rewound_on_error
+from app.storage.jsonl.log_writer import JsonlLog
+from app.storage.jsonl.metrics import cyclic_gc_paused
+from app.storage.jsonl.compaction import compact
+from app.storage.stores import CompactionReport
+from app.storage.stores import MetricStore, Task, TaskExists, check_order
+from app.storage.jsonl.task_logs import TaskLogs
+from app.storage.jsonl.task_rows import TaskRows, merged_state
 
 CHECKPOINT_KIND = "tasks/1"
 
@@ -73,7 +75,11 @@ class JsonlTaskStore(CheckpointedStore):
                                       checkpoint.meta)
 
     def insert(self, task: Task) -> None:
-        self.log.append([task])
+        with self._guard, self.log.locked():
+            self.refresh()
+            if self._state(task["id"]) is not None:
+                raise TaskExists(f"task {task['id']} exists")
+            self.log.append([task])
 
     def _state(self, task_id: str) -> Task | None:
         row = self.rows.row_of(task_id)
@@ -89,6 +95,7 @@ class JsonlTaskStore(CheckpointedStore):
         self, statuses: tuple[str, ...] | None, task_type: str | None, newest_first: bool,
         limit: int | None, offset: int = 0, by: str = "created_at",
     ) -> tuple[list[Task], int]:
+        check_order(by)
         with self._guard:
             self.refresh()
             return self.rows.page(statuses, task_type, by, newest_first, limit, offset)

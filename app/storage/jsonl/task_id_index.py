@@ -1,7 +1,7 @@
 """Which task_ids already have a metric record, in 16 bytes per record.
 
 Each id is kept as its 64-bit hash and the byte offset of its line (a
-:class:`~app.storage.hash_runs.HashRuns`). A hash match is confirmed by reading that
+:class:`~app.storage.jsonl.hash_runs.HashRuns`). A hash match is confirmed by reading that
 line back, so a hash collision can never make two different tasks look like one.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from app.storage.hash_runs import HashRuns, hash_key, hash_keys
+from app.storage.jsonl.hash_runs import HashRuns, hash_key, hash_keys
 
 TaskIdAt = Callable[[int], "str | None"]
 

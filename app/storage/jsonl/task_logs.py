@@ -13,9 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from app.storage.jsonl_log import StoreUnavailable
+from app.storage.stores import MAX_LOG_BYTES, StoreUnavailable
 
-MAX_LOG_BYTES = 1024 * 1024
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -60,10 +59,6 @@ class TaskLogs:
         except FileNotFoundError:
             return ""
         return data.decode("utf-8", "ignore")
-
-    def tail_lines(self, task_id: str, count: int) -> list[str]:
-        """The last ``count`` lines of the task's log."""
-        return self.read(task_id).splitlines()[-count:]
 
     def remove(self, task_ids: set[str]) -> None:
         """Forget the logs of these tasks (their tasks were compacted away)."""

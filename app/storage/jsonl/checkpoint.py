@@ -1,7 +1,7 @@
 """Derived state saved beside a store, so a process starts without reading its history.
 
 A checkpoint (``<store>.checkpoint``) holds named numpy arrays and a JSON header with the
-:meth:`~app.storage.jsonl_log.LogReader.position` it was taken at: the store file's
+:meth:`~app.storage.jsonl.log_reader.LogReader.position` it was taken at: the store file's
 device and inode, the offset read up to, the bytes just before that offset and a hash of
 the file's first 4 KiB and of 16 stretches spread over the rest. A process that loads it
 resumes reading at that offset, after checking that the file at the path is still that
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.storage.jsonl_log import Chunk, JsonlLog, LogReader
+from app.storage.jsonl.log_reader import Chunk, LogReader
+from app.storage.jsonl.log_writer import JsonlLog
 
 log = logging.getLogger(__name__)
 

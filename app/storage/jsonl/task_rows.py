@@ -24,7 +24,7 @@ import numpy as np
 
 from app.clock import parse_iso
 from app.models.agent import STATUSES, TASK_TYPES
-from app.storage.hash_runs import HashRuns, hash_key, hash_keys
+from app.storage.jsonl.hash_runs import HashRuns, hash_key, hash_keys
 from app.storage.metric_records import to_micros
 from app.storage.stores import Task
 
@@ -36,7 +36,6 @@ PENDING, RUNNING = STATUS_CODES["pending"], STATUS_CODES["running"]
 LEASE_FIELDS = ("runner_id", "lease_expires_at")
 UNSTORED_FIELDS = ("command",)
 """Fields that lines of earlier versions stored and that are now derived when read."""
-ORDER_FIELDS = ("created_at", "updated_at")
 
 
 def _is_time(value: Any) -> bool:

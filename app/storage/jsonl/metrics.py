@@ -20,13 +20,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from app.storage.checkpoint import (
+from app.storage.jsonl.checkpoint import (
     CHECKPOINT_BYTES,
     Checkpoint,
     CheckpointedStore,
     Checkpoints,
 )
-from app.storage.jsonl_log import Chunk, JsonlLog, LogReader, rewound_on_error
+from app.storage.jsonl.log_reader import Chunk, LogReader, rewound_on_error
+from app.storage.jsonl.log_writer import JsonlLog
 from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import (
     MetricRecord,
@@ -35,10 +36,11 @@ from app.storage.metric_records import (
     decode_record,
     to_micros,
 )
-from app.storage.metric_scan import skim, stamp_of
+from app.storage.jsonl.metric_scan import skim, stamp_of
 from app.storage.metric_totals import Totals
-from app.storage.retention import CompactionReport, compact
-from app.storage.task_id_index import TaskIdIndex
+from app.storage.jsonl.compaction import compact
+from app.storage.stores import CompactionReport
+from app.storage.jsonl.task_id_index import TaskIdIndex
 
 log = logging.getLogger(__name__)
 

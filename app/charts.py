@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 Point = dict[str, Any]
@@ -174,7 +175,7 @@ def duration_chart(series: list[Point], bucket: str) -> Chart:
     chart = _frame("durations", [("p50", "p50"), ("p95", "p95")], series, bucket,
                    top_value, format_seconds)
     for key in ("p95", "p50"):
-        chart.lines.append(_line(chart, key, series, lambda p, k=key: p[f"{k}_seconds"],
+        chart.lines.append(_line(chart, key, series, itemgetter(f"{key}_seconds"),
                                  top_value, lambda v: f"{v:g} s"))
     return chart
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -15,7 +15,7 @@ from app.storage.stores import StoreUnavailable
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, detail: str, **extra: object) -> ResponseReturnValue:
+def error_response(status: int, detail: str, **extra: object) -> tuple[Response, int]:
     return jsonify({"detail": detail, **extra}), status
 
 

@@ -80,11 +80,11 @@ class AgentCollector(Collector):
             "Execution time of finished tasks.",
             labels=["task_type", "model"],
         )
-        labels = [_bound_label(b) for b in (*DURATION_BOUNDS_SECONDS, math.inf)]
+        bound_labels = [_bound_label(b) for b in (*DURATION_BOUNDS_SECONDS, math.inf)]
         for histogram in sorted(histograms, key=lambda h: (h.task_type, h.model)):
             durations.add_metric(
                 [histogram.task_type, histogram.model],
-                list(zip(labels, histogram.cumulative_counts)),
+                list(zip(bound_labels, histogram.cumulative_counts)),
                 histogram.sum_seconds,
             )
         yield durations

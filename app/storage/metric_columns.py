@@ -7,6 +7,8 @@ to rebuild instead of updating incrementally.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from app.storage.metric_records import RecordBatch
@@ -66,7 +68,7 @@ class RecordColumns:
                  "generation": self.generation})
 
     @classmethod
-    def restored(cls, arrays: dict[str, np.ndarray], meta: dict[str, object]) -> RecordColumns:
+    def restored(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> RecordColumns:
         """Columns from what :meth:`saved` gave."""
         columns = cls()
         sizes = {len(arrays[name]) for name in COLUMN_TYPES}

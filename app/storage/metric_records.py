@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from datetime import datetime, timedelta, timezone
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 
@@ -40,7 +40,7 @@ LATEST_US = to_micros(datetime.max.replace(tzinfo=timezone.utc))
 """A record's ``created_at`` must be a moment that UTC can write (year 1 to 9999)."""
 
 
-def is_duration(value: Any) -> bool:
+def is_duration(value: Any) -> TypeGuard[float]:
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
@@ -49,7 +49,7 @@ def is_duration(value: Any) -> bool:
     )
 
 
-def is_label(value: Any) -> bool:
+def is_label(value: Any) -> TypeGuard[str]:
     return type(value) is str and bool(value)
 
 
@@ -130,13 +130,14 @@ def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
     """The record a stored line holds, or None if it is not a valid record."""
     task_id, task_type, model = raw.get("task_id"), raw.get("task_type"), raw.get("model")
     duration, status = raw.get("duration_seconds"), raw.get("status")
+    created = raw.get("created_at")
     if not (is_label(task_id) and is_label(task_type) and is_label(model)):
         return None
-    if status not in FINAL_STATUSES or not is_duration(duration):
+    if status not in FINAL_STATUSES or not is_duration(duration) or type(created) is not str:
         return None
     try:
-        created_us = to_micros(parse_iso(raw.get("created_at")))
-    except (TypeError, ValueError):
+        created_us = to_micros(parse_iso(created))
+    except ValueError:
         return None
     if not EARLIEST_US <= created_us <= LATEST_US:
         return None

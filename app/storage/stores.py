@@ -90,8 +90,13 @@ class MetricStore(Protocol):
 
 
 class TaskTransaction(Protocol):
-    """Reads and writes that take effect together, or not at all, with no other writer
-    in between. Tasks read here are held until the transaction ends."""
+    """Reads and writes with no other writer of the store in between; tasks read here are
+    held until the transaction ends, and each write is seen by the reads after it.
+
+    If the block raises, PostgreSQL undoes its writes while the JSONL files keep those
+    made before the failure, so the services order their writes to leave a state they
+    can go on from whatever the point of failure (a record is written before its task is
+    marked recorded)."""
 
     def get(self, task_id: str) -> Task | None:
         ...
@@ -109,7 +114,8 @@ class TaskTransaction(Protocol):
         """Final tasks whose metric record is not known to be written."""
 
     def save(self, change: dict[str, Any]) -> None:
-        """Lay ``change`` (with the task's ``id``) over the task's state."""
+        """Lay ``change`` (with the task's ``id``) over the task's state; LookupError if
+        the store has no such task."""
 
     def record(self, record: dict[str, Any]) -> None:
         """Write the metric record of the final task ``record["task_id"]`` (unless it

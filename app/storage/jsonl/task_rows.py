@@ -110,7 +110,7 @@ class Column:
     """A numpy array that grows by doubling; :attr:`values` is the filled part."""
 
     def __init__(self, dtype: type) -> None:
-        self._data = np.empty(1024, dtype)
+        self._data: np.ndarray = np.empty(1024, dtype)
         self.size = 0
 
     @property

@@ -158,8 +158,8 @@ class JsonlTaskStore(CheckpointedStore):
                     yield state
                     continue
                 try:
-                    updated = parse_iso(state.get("updated_at"))
-                except (TypeError, ValueError):
+                    updated = parse_iso(str(state.get("updated_at")))
+                except ValueError:
                     report.invalid += 1
                     continue
                 if updated < oldest:
@@ -219,6 +219,8 @@ class JsonlTransaction:
                       key=lambda task: task["id"])
 
     def save(self, change: dict[str, Any]) -> None:
+        if self.store.rows.row_of(change["id"]) is None:
+            raise LookupError(f"task {change['id']} is not in the store")
         self.store.log.append([change])
         self.store.refresh()
 

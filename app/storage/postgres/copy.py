@@ -71,7 +71,7 @@ def _copy_tasks(database: PostgresDatabase, tasks: Iterable[dict[str, Any]],
                 counts: CopyCounts) -> list[str]:
     """Returns the ids of the tasks offered."""
     columns = ", ".join(ROW_FIELDS)
-    task_ids = []
+    task_ids: list[str] = []
     for batch in _batches(tasks):
         task_ids.extend(task["id"] for task in batch)
         with database.connection() as conn:

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,6 +47,14 @@ def unavailable_on_error(location: str) -> Iterator[None]:
     except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreUnavailable(f"database {location} unavailable: {reason}") from exc
+
+
+def only_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate, say)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the query returned no row")
+    return row
 
 
 class PostgresDatabase:

@@ -24,7 +24,7 @@ from psycopg.types.json import Json
 from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import MetricRecord, RecordBatch, to_micros
 from app.storage.metric_totals import Totals
-from app.storage.postgres.database import PostgresDatabase
+from app.storage.postgres.database import PostgresDatabase, only_row
 from app.storage.stores import CompactionReport
 
 T = TypeVar("T")
@@ -84,9 +84,9 @@ class PostgresMetricStore:
         """Take in the rows committed since the last read (everything after a compaction)."""
         with self._guard, self.database.connection() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            xmin, generation, carried = conn.execute(
+            xmin, generation, carried = only_row(conn.execute(
                 """SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
-                          generation, carried FROM metric_compactions""").fetchone()
+                          generation, carried FROM metric_compactions"""))
             if generation != self._generation:
                 self._start_over(generation, carried)
             if self._horizon is None:
@@ -135,8 +135,8 @@ class PostgresMetricStore:
         records afresh (the generation changes)."""
         report = CompactionReport()
         with self.database.connection() as conn:
-            carried, = conn.execute(
-                "SELECT carried FROM metric_compactions FOR UPDATE").fetchone()
+            carried, = only_row(conn.execute(
+                "SELECT carried FROM metric_compactions FOR UPDATE"))
             dropped = record_batch(conn.execute(
                 f"DELETE FROM metric_records WHERE created_at < "
                 f"'epoch'::timestamptz + %s * interval '1 microsecond' RETURNING {RECORD_COLUMNS}",
@@ -147,7 +147,7 @@ class PostgresMetricStore:
             conn.execute("UPDATE metric_compactions SET generation = generation + 1, "
                          "carried = %s", (Json(totals.to_json()),))
             report.expired = len(dropped)
-            report.kept = conn.execute("SELECT count(*) FROM metric_records").fetchone()[0]
+            report.kept, = only_row(conn.execute("SELECT count(*) FROM metric_records"))
         return report
 
     def writable(self) -> bool:

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.json import Json
 
 from app.models.metrics import FINAL_STATUSES
-from app.storage.postgres.database import PostgresDatabase
+from app.storage.postgres.database import PostgresDatabase, only_row
 from app.storage.postgres.metrics import insert_record
 from app.storage.stores import MAX_LOG_BYTES, CompactionReport, Task, TaskExists, check_order
 
@@ -76,7 +76,7 @@ class PostgresTaskStore:
             tasks = _states(conn.execute(
                 f"SELECT state FROM tasks {where} ORDER BY {by} {direction}, id "
                 f"{direction} LIMIT %(limit)s OFFSET %(offset)s", values))
-            total, = conn.execute(f"SELECT count(*) FROM tasks {where}", values).fetchone()
+            total, = only_row(conn.execute(f"SELECT count(*) FROM tasks {where}", values))
         return tasks, total
 
     def counts(self) -> dict[str, int]:
@@ -85,13 +85,13 @@ class PostgresTaskStore:
 
     def has_due(self, now: datetime, task_id: str | None = None) -> bool:
         with self.database.connection() as conn:
-            due, = conn.execute(
+            due, = only_row(conn.execute(
                 """SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'running'
                                   AND lease_expires_at <= %(now)s
                                   AND (%(id)s::text IS NULL OR id = %(id)s))
                        OR EXISTS (SELECT 1 FROM tasks WHERE recorded = false)""",
-                {"now": now, "id": task_id}).fetchone()
-        return due
+                {"now": now, "id": task_id}))
+        return bool(due)
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresTransaction]:
@@ -106,7 +106,7 @@ class PostgresTaskStore:
                 "AND updated_at < %s RETURNING id", (list(FINAL_STATUSES), oldest))}
             conn.execute("DELETE FROM task_logs WHERE task_id = ANY(%s)", (list(dropped),))
             report.expired = len(dropped)
-            report.kept, = conn.execute("SELECT count(*) FROM tasks").fetchone()
+            report.kept, = only_row(conn.execute("SELECT count(*) FROM tasks"))
         return report, dropped
 
     def append_log(self, task_id: str, text: str) -> None:
@@ -148,6 +148,10 @@ class PostgresTransaction:
             self._held[state["id"]] = state
         return state
 
+    def _hold_all(self, states: list[Task]) -> list[Task]:
+        self._held.update((state["id"], state) for state in states)
+        return states
+
     def get(self, task_id: str) -> Task | None:
         return self._hold(_one(self.conn.execute(
             "SELECT state FROM tasks WHERE id = %s FOR UPDATE", (task_id,))))
@@ -166,14 +170,14 @@ class PostgresTransaction:
             {"types": task_types or None})))
 
     def expired(self, now: datetime, task_id: str | None = None) -> list[Task]:
-        return [self._hold(state) for state in _states(self.conn.execute(
+        return self._hold_all(_states(self.conn.execute(
             """SELECT state FROM tasks WHERE status = 'running' AND lease_expires_at <= %(now)s
                AND (%(id)s::text IS NULL OR id = %(id)s) ORDER BY id FOR UPDATE SKIP LOCKED""",
-            {"now": now, "id": task_id}))]
+            {"now": now, "id": task_id})))
 
     def unrecorded(self) -> list[Task]:
-        return [self._hold(state) for state in _states(self.conn.execute(
-            "SELECT state FROM tasks WHERE recorded = false ORDER BY id FOR UPDATE SKIP LOCKED"))]
+        return self._hold_all(_states(self.conn.execute(
+            "SELECT state FROM tasks WHERE recorded = false ORDER BY id FOR UPDATE SKIP LOCKED")))
 
     def save(self, change: dict[str, Any]) -> None:
         task_id = change["id"]

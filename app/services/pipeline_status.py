@@ -1,7 +1,7 @@
 """What operators look at when something is wrong: counts, the tasks that need a person,
 and the pipeline's status with the rules that flag trouble.
 
-Attention rules (documented in the README):
+Attention rules (documented in docs/api.md):
 
 - ``stuck``: a ``running`` task not updated for ``STUCK_RUNNING_SECONDS`` (a runner
   heartbeats every third of its lease, so it has stopped reporting), or a ``pending``

@@ -1,6 +1,8 @@
 """The ``agent`` blueprint: parse with schemas, call a service, serialize."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, request, stream_with_context
 from flask.typing import ResponseReturnValue
 
@@ -28,6 +30,7 @@ from app.models.metrics import (
 from app.routers.common import json_body, services, timeseries_query
 from app.services import pipeline_status, record_export
 from app.services.metrics_series import service_timeseries
+from app.services.task_service import Progress
 
 bp = Blueprint("agent", __name__, url_prefix="/api/agent")
 
@@ -77,9 +80,27 @@ def get_task(task_id: str) -> ResponseReturnValue:
 
 @bp.patch("/tasks/<task_id>")
 def update_task(task_id: str) -> ResponseReturnValue:
-    fields = TaskPatchSchema().load(json_body())
-    task = services().tasks.update(task_id, **fields)
-    return TaskSchema().dump(task)
+    return TaskSchema().dump(_patch(task_id, TaskPatchSchema().load(json_body())))
+
+
+def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The change the body asks for: a decision answers the task; a runner's PATCH is a
+    heartbeat (no status), a start (running) or a report (another status); a person's
+    moves the task (a status) or edits its progress."""
+    tasks, progress = services().tasks, Progress.of(body)
+    status, runner_id = body.get("status"), body.get("runner_id")
+    duration = body.get("duration_seconds")
+    if "decision" in body:
+        return tasks.answer(task_id, body["decision"], progress, status=status,
+                            runner_id=runner_id)
+    if runner_id is None:
+        return (tasks.edit(task_id, progress) if status is None
+                else tasks.transition(task_id, status, progress, duration))
+    if status is None:
+        return tasks.heartbeat(task_id, runner_id, progress)
+    if status == "running":
+        return tasks.start(task_id, runner_id, progress)
+    return tasks.report(task_id, runner_id, status, progress, duration)
 
 
 @bp.get("/tasks/<task_id>/log")

@@ -15,7 +15,7 @@ from app.clock import isoformat, parse_iso
 from app.models.agent import DEFAULT_LEASE_SECONDS, MAX_DURATION_SECONDS
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "LOST_NOTE", "elapsed_seconds", "expiry", "holder",
-           "lease", "lease_expired"]
+           "lease", "lease_expired", "transition_lease"]
 LOST_NOTE = "[lease expired: runner lost]"
 
 
@@ -36,6 +36,19 @@ def lease(runner_id: str, lease_seconds: int, now: datetime) -> dict[str, Any]:
     """The fields a claim or heartbeat of ``runner_id`` sets."""
     return {"runner_id": runner_id, "lease_seconds": lease_seconds,
             "lease_expires_at": isoformat(now + timedelta(seconds=lease_seconds))}
+
+
+def transition_lease(
+    task: dict[str, Any], status: str, runner_id: str | None, now: datetime
+) -> dict[str, Any]:
+    """The lease fields a move of the task to ``status`` sets: ``running`` counts an
+    attempt, under a new lease of ``runner_id`` (none if a person moves it); any other
+    status ends the lease."""
+    if status != "running":
+        return {"lease_expires_at": None}
+    taken = (lease(runner_id, DEFAULT_LEASE_SECONDS, now) if runner_id
+             else {"runner_id": None, "lease_expires_at": None})
+    return {**taken, "attempts": task.get("attempts", 0) + 1}
 
 
 def elapsed_seconds(task: dict[str, Any], now: datetime) -> float:

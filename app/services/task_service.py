@@ -11,9 +11,11 @@ read, so a stored direction is never repeated in shell-quoted form.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +30,7 @@ from app.services.task_leases import (
     holder,
     lease,
     lease_expired,
+    transition_lease,
 )
 from app.storage.stores import StoreUnavailable
 from app.services.retention import cutoff
@@ -63,6 +66,33 @@ class InvalidTask(ValueError):
 
 class IllegalTransition(ValueError):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What a change of a task may carry besides its status: the fields sent (not None)
+    are stored; ``log_append`` is added to the task's log instead."""
+
+    output: str | None = None
+    progress_pct: float | None = None
+    current_step: str | None = None
+    decision_prompt: str | None = None
+    log_append: str | None = None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Progress:
+        """The progress a validated PATCH body carries."""
+        return cls(**{field.name: body.get(field.name) for field in dataclasses.fields(cls)})
+
+    def stored(self) -> dict[str, Any]:
+        """The fields to store: those sent."""
+        return {name: value for name, value in (
+            ("output", self.output), ("progress_pct", self.progress_pct),
+            ("current_step", self.current_step), ("decision_prompt", self.decision_prompt),
+        ) if value is not None}
+
+
+NO_PROGRESS = Progress()
 
 
 class TaskService:
@@ -246,31 +276,12 @@ class TaskService:
         tx.save(change)
         return self._with_command({**task, **change})
 
-    def update(
-        self,
-        task_id: str,
-        status: str | None = None,
-        *,
-        runner_id: str | None = None,
-        output: str | None = None,
-        duration_seconds: float | None = None,
-        progress_pct: float | None = None,
-        current_step: str | None = None,
-        decision_prompt: str | None = None,
-        decision: str | None = None,
-        log_append: str | None = None,
-    ) -> Task:
-        """Change a task as a PATCH asks; a final status also records its metric.
-
-        With ``runner_id``: a task another runner holds under a live lease is refused;
-        the runner holding it renews its lease (no ``status``, or ``running``), also
-        after the lease ran out if no one has claimed the task since; a claim
-        (``running``) takes a lease; the same report sent again changes nothing.
-        Without it (a person), transitions follow the table alone, and ``running``
-        takes no lease. Without ``status``, the other fields update a task not yet
-        final. ``decision`` answers a task that ``needs_decision``: it goes back to
-        ``pending`` for a runner to run again with the decision.
-        """
+    @contextmanager
+    def _open(
+        self, task_id: str, runner_id: str | None
+    ) -> Iterator[tuple[TaskTransaction, Task, datetime]]:
+        """The task as of now, in a store transaction for one change: a lease that ran
+        out is applied first; a runner's change of a task another runner holds is refused."""
         self._settle(task_id)
         with self.store.transaction() as tx:
             now = self.clock()
@@ -279,68 +290,117 @@ class TaskService:
                 raise TaskNotFound(f"Task {task_id} not found.")
             if lease_expired(task, now):
                 task = self._expire(tx, task, now)
-            held_by = holder(task, now)
-            if runner_id is not None and held_by not in (None, runner_id):
+            if runner_id is not None and holder(task, now) not in (None, runner_id):
                 raise IllegalTransition(f"Task {task_id} is held by another runner.")
-            fields = {name: value for name, value in (
-                ("output", output), ("progress_pct", progress_pct),
-                ("current_step", current_step), ("decision_prompt", decision_prompt),
-            ) if value is not None}
-            if decision is not None:
-                return self._decide(tx, task, decision, status, fields, now)
-            renewing = runner_id is not None and status in (None, "running")
-            resuming = (renewing and task["status"] == "pending"
-                        and task.get("runner_id") == runner_id)
-            if status is None or (renewing and held_by == runner_id) or resuming:
-                if resuming:  # its lease ran out, and no one has claimed the task since
-                    fields.update(status="running", **lease(runner_id, task["lease_seconds"],
-                                                            now))
-                elif renewing:
-                    if held_by != runner_id:
-                        raise IllegalTransition(f"Task {task_id} is not running under a "
-                                                f"lease of runner {runner_id}.")
-                    fields.update(lease(runner_id, task["lease_seconds"], now))
-                elif task["status"] in FINAL_STATUSES:
-                    raise IllegalTransition(f"Task {task_id} is {task['status']} already.")
-                self._log_output(task_id, log_append)
-                return self._write(tx, task, fields, now)
-            if (runner_id is not None and status == task["status"] in REPORTED_STATUSES
-                    and task.get("runner_id") == runner_id):
-                return self._with_command(task)  # a report sent again
-            if status not in TRANSITIONS[task["status"]]:
-                raise IllegalTransition(
-                    f"Task {task_id} cannot go from {task['status']} to {status}."
-                )
-            if status == "needs_decision" and decision_prompt is None:
-                raise InvalidTask("decision_prompt",
-                                  "A task goes to needs_decision with a decision_prompt.")
-            fields["status"] = status
-            if status == "running":
-                fields.update(lease(runner_id, DEFAULT_LEASE_SECONDS, now) if runner_id
-                              else {"runner_id": None, "lease_expires_at": None})
-                fields["attempts"] = task.get("attempts", 0) + 1
-            else:
-                fields["lease_expires_at"] = None
-            if status in FINAL_STATUSES:
-                fields["recorded"] = False
-                fields["duration_seconds"] = (elapsed_seconds(task, now)
-                                              if duration_seconds is None else duration_seconds)
-            self._log_output(task_id, log_append)
-            changed = self._write(tx, task, fields, now)
-            if status in FINAL_STATUSES:
-                self._record(tx, changed, now)
-            return changed
+            yield tx, task, now
 
-    def _decide(
-        self, tx: TaskTransaction, task: Task, decision: str, status: str | None,
-        fields: Task, now: datetime,
+    def heartbeat(self, task_id: str, runner_id: str, progress: Progress = NO_PROGRESS) -> Task:
+        """The runner holding the task renews its lease and sends its progress."""
+        with self._open(task_id, runner_id) as (tx, task, now):
+            renewed = self._renew(tx, task, runner_id, progress, now)
+            if renewed is None:
+                raise IllegalTransition(f"Task {task_id} is not running under a lease of "
+                                        f"runner {runner_id}.")
+            return renewed
+
+    def start(self, task_id: str, runner_id: str, progress: Progress = NO_PROGRESS) -> Task:
+        """A runner says it runs the task: a heartbeat if it holds the task; otherwise it
+        takes the task under a new lease, as the transitions allow."""
+        with self._open(task_id, runner_id) as (tx, task, now):
+            renewed = self._renew(tx, task, runner_id, progress, now)
+            if renewed is None:
+                return self._move(tx, task, "running", progress, now, runner_id=runner_id)
+            return renewed
+
+    def report(
+        self, task_id: str, runner_id: str, status: str, progress: Progress = NO_PROGRESS,
+        duration_seconds: float | None = None,
     ) -> Task:
-        if task["status"] != "needs_decision" or status not in (None, "pending"):
-            raise IllegalTransition(f"Task {task['id']} is {task['status']}: a decision "
-                                    "answers a task that needs_decision, and sends it back "
-                                    "to pending.")
-        return self._write(tx, task, {**fields, "status": "pending", "decision": decision,
-                                      "runner_id": None, "lease_expires_at": None}, now)
+        """What the runner's run of the task ended with: a final status (which records the
+        task's metric) or needs_decision with its prompt. The same report sent again, as
+        after a lost answer, changes nothing."""
+        with self._open(task_id, runner_id) as (tx, task, now):
+            if (status == task["status"] in REPORTED_STATUSES
+                    and task.get("runner_id") == runner_id):
+                return self._with_command(task)
+            return self._move(tx, task, status, progress, now, runner_id=runner_id,
+                              duration_seconds=duration_seconds)
+
+    def transition(
+        self, task_id: str, status: str, progress: Progress = NO_PROGRESS,
+        duration_seconds: float | None = None,
+    ) -> Task:
+        """A person moves the task to ``status``, as the transitions allow; ``running``
+        takes no lease then."""
+        with self._open(task_id, None) as (tx, task, now):
+            return self._move(tx, task, status, progress, now,
+                              duration_seconds=duration_seconds)
+
+    def edit(self, task_id: str, progress: Progress) -> Task:
+        """A person changes the progress fields of a task not yet final."""
+        with self._open(task_id, None) as (tx, task, now):
+            if task["status"] in FINAL_STATUSES:
+                raise IllegalTransition(f"Task {task_id} is {task['status']} already.")
+            return self._save(tx, task, {}, progress, now)
+
+    def answer(
+        self, task_id: str, decision: str, progress: Progress = NO_PROGRESS, *,
+        status: str | None = None, runner_id: str | None = None,
+    ) -> Task:
+        """Answer a task that needs_decision: it goes back to pending, for a runner to run
+        again with the decision. A ``status`` sent with the answer must be pending."""
+        with self._open(task_id, runner_id) as (tx, task, now):
+            if task["status"] != "needs_decision" or status not in (None, "pending"):
+                raise IllegalTransition(f"Task {task_id} is {task['status']}: a decision "
+                                        "answers a task that needs_decision, and sends it "
+                                        "back to pending.")
+            return self._write(tx, task, {**progress.stored(), "status": "pending",
+                                          "decision": decision, "runner_id": None,
+                                          "lease_expires_at": None}, now)
+
+    def _renew(
+        self, tx: TaskTransaction, task: Task, runner_id: str, progress: Progress,
+        now: datetime,
+    ) -> Task | None:
+        """Renew the lease of ``runner_id`` if it holds the task, or if its lease ran out
+        and no one has claimed the task since (the task runs again); None otherwise."""
+        if task["status"] == "pending" and task.get("runner_id") == runner_id:
+            change = {"status": "running", **lease(runner_id, task["lease_seconds"], now)}
+        elif holder(task, now) == runner_id:
+            change = lease(runner_id, task["lease_seconds"], now)
+        else:
+            return None
+        return self._save(tx, task, change, progress, now)
+
+    def _move(
+        self, tx: TaskTransaction, task: Task, status: str, progress: Progress,
+        now: datetime, *, runner_id: str | None = None, duration_seconds: float | None = None,
+    ) -> Task:
+        """Move the task to ``status`` as :data:`TRANSITIONS` allows; a final status also
+        records the task's metric, in the same transaction."""
+        if status not in TRANSITIONS[task["status"]]:
+            raise IllegalTransition(
+                f"Task {task['id']} cannot go from {task['status']} to {status}.")
+        if status == "needs_decision" and progress.decision_prompt is None:
+            raise InvalidTask("decision_prompt",
+                              "A task goes to needs_decision with a decision_prompt.")
+        change = {"status": status, **transition_lease(task, status, runner_id, now)}
+        final = status in FINAL_STATUSES
+        if final:
+            change.update(recorded=False, duration_seconds=(
+                elapsed_seconds(task, now) if duration_seconds is None else duration_seconds))
+        changed = self._save(tx, task, change, progress, now)
+        if final:
+            self._record(tx, changed, now)
+        return changed
+
+    def _save(
+        self, tx: TaskTransaction, task: Task, change: dict[str, Any], progress: Progress,
+        now: datetime,
+    ) -> Task:
+        """Write ``change`` with the progress sent; its ``log_append`` goes to the log."""
+        self._log_output(task["id"], progress.log_append)
+        return self._write(tx, task, {**progress.stored(), **change}, now)
 
     def _log_output(self, task_id: str, text: str | None) -> None:
         if text:

@@ -5,7 +5,7 @@ stops the server with one line saying which.
 """
 import gc
 
-from app.config import exit_on_config_error
+from app.shared_settings import exit_on_config_error
 from app.serving import server_settings
 
 with exit_on_config_error("agent-metrics-service"):

@@ -5,7 +5,7 @@ A setting that cannot be used ends the process with one line saying which.
 import logging
 
 from app import create_app
-from app.config import exit_on_config_error
+from app.shared_settings import exit_on_config_error
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 with exit_on_config_error("agent-metrics-service"):

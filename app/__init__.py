@@ -1,4 +1,9 @@
-"""The agent service: a Flask app factory."""
+"""The agent service and its runner.
+
+Importing the package, as every ``import app.runner...`` does, loads nothing of the
+service: a runner is installed without the service's dependencies. The app factory is
+in :mod:`app.factory`.
+"""
 from __future__ import annotations
 
 # First: the imports below may not even import on a Python this refuses.
@@ -6,55 +11,16 @@ from app.python_version import require_supported_python
 
 require_supported_python()
 
-from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from app import cli, config, security
-from app.clock import utc_now
-from app.errors import register_error_handlers
-from app.routers.agent import bp as agent_bp
-from app.routers.dashboard import bp as dashboard_bp
-from app.routers.prometheus import bp as prometheus_bp
-from app.routers.system import bp as system_bp
-from app.services import Services
-from app.services.metrics_service import MetricsService
-from app.services.routing import load_routing
-from app.services.task_service import TaskService
-from app.storage.backends import open_stores
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app: configuration from the environment, then ``test_config`` over it.
+    """Build the app (:func:`app.factory.create_app`). Imported here when called, so
+    that ``from app import create_app`` and ``gunicorn 'app:create_app()'`` work and
+    ``import app`` stays light."""
+    from app.factory import create_app as build_app
 
-    Besides the environment variables (see README), tests may pass ``CLOCK``: a
-    callable returning an aware datetime, used for every timestamp and window.
-    """
-    app = Flask(__name__)
-    app.config.from_mapping(config.from_env(), CLOCK=utc_now)
-    if test_config:
-        app.config.from_mapping(test_config)
-    clock = app.config["CLOCK"]
-    task_store, metric_store = open_stores(app.config)
-    metrics = MetricsService(metric_store, clock=clock,
-                             window_days=app.config["METRICS_WINDOW_DAYS"])
-    tasks = TaskService(
-        task_store,
-        # Read on first use, so that commands that need no routing (``metrics show``)
-        # work with any routing file; a server checks it before it starts (app.serving).
-        routing=cache(partial(load_routing, app.config["AGENT_ROUTING_FILE"])),
-        metrics=metrics,
-        clock=clock,
-        max_attempts=app.config["AGENT_MAX_ATTEMPTS"],
-    )
-    app.extensions["agent"] = Services(tasks=tasks, metrics=metrics)
-
-    register_error_handlers(app)
-    security.init_app(app)
-    cli.init_app(app)
-    app.register_blueprint(agent_bp)
-    app.register_blueprint(system_bp)
-    app.register_blueprint(prometheus_bp)
-    app.register_blueprint(dashboard_bp)
-    return app
+    return build_app(test_config)

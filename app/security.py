@@ -19,9 +19,9 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from app.config import ANY_HOST, host_without_port
 from app.errors import error_response
+from app.shared_settings import TOKEN_SCHEME
 
 OPEN_PATHS = frozenset({"/api/health", "/api/openapi.json"})
-SCHEME = "Bearer"
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -36,7 +36,7 @@ def _check_host() -> None:
 
 def _presented_token() -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != SCHEME.lower() or not token.strip():
+    if scheme.lower() != TOKEN_SCHEME.lower() or not token.strip():
         return None
     return token.strip()
 
@@ -55,7 +55,7 @@ def _require_token() -> ResponseReturnValue | None:
         return None
     detail = "Missing bearer token." if presented is None else "Invalid bearer token."
     body, status = error_response(401, detail)
-    return body, status, {"WWW-Authenticate": SCHEME}
+    return body, status, {"WWW-Authenticate": TOKEN_SCHEME}
 
 
 def _has_body() -> bool:

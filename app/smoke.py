@@ -22,7 +22,9 @@ from typing import Any, NoReturn
 
 import requests
 
-DEFAULT_API_BASE = "http://127.0.0.1:8000"
+from app.runner.settings import DEFAULT_API_BASE
+from app.shared_settings import authorization
+
 EXAMPLE_MODEL = "local/echo"
 REQUEST_SECONDS = 30
 GOOD_DIRECTION = "smoke test: say hello"
@@ -36,7 +38,7 @@ class Smoke:
         self.api = api_base.rstrip("/") + "/api/agent"
         self.session = requests.Session()
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            self.session.headers["Authorization"] = authorization(token)
         self.failed = 0
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -6,8 +6,15 @@ from typing import Any
 import orjson
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
+from app.api_limits import (
+    DEFAULT_LEASE_SECONDS,
+    MAX_DIRECTION_CHARS,
+    MAX_LEASE_SECONDS,
+    MAX_LOG_APPEND_CHARS,
+    MAX_STEP_CHARS,
+    MIN_LEASE_SECONDS,
+)
 
-MAX_DIRECTION_CHARS = 64 * 1024
 MAX_OUTPUT_CHARS = 256 * 1024
 MAX_CONTEXT_BYTES = 64 * 1024
 TASK_TYPES = ("spec", "test", "impl", "review", "heal")
@@ -26,7 +33,8 @@ class TaskCreateSchema(Schema):
         required=True, validate=[_not_blank, validate.Length(max=MAX_DIRECTION_CHARS)]
     )
     task_type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
-    context = fields.Dict(
+    # A field named like marshmallow's own Schema.context attribute, hence the ignore.
+    context = fields.Dict(  # type: ignore[assignment]
         keys=fields.String(), load_default=dict,
         metadata={"description": f"At most {MAX_CONTEXT_BYTES} bytes as compact JSON."},
     )
@@ -49,11 +57,6 @@ class TaskCreateSchema(Schema):
 
 RUNNER_ID = fields.String(validate=[_not_blank, validate.Length(max=200)], metadata={
     "description": "Who claims: a runner names itself (host, pid and a random part)."})
-MIN_LEASE_SECONDS, MAX_LEASE_SECONDS, DEFAULT_LEASE_SECONDS = 5, 3600, 300
-
-
-MAX_STEP_CHARS = 500
-MAX_LOG_APPEND_CHARS = 256 * 1024
 
 
 class TaskPatchSchema(Schema):
@@ -100,7 +103,7 @@ class TaskSchema(Schema):
     status = fields.String(required=True)
     model = fields.String(required=True)
     command = fields.String(required=True)
-    context = fields.Dict(required=True)
+    context = fields.Dict(required=True)  # type: ignore[assignment]
     output = fields.String(allow_none=True)
     created_at = fields.String(required=True)
     updated_at = fields.String(required=True)

@@ -14,6 +14,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from app.shared_settings import authorization
+
 log = logging.getLogger(__name__)
 
 TIMEOUT = (3.05, 30.0)
@@ -80,7 +82,7 @@ class TaskApi:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            self.session.headers["Authorization"] = authorization(token)
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None = None,
               **kwargs: Any) -> requests.Response:

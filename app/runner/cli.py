@@ -16,17 +16,17 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from app import config
+from app.api_limits import DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS, MIN_LEASE_SECONDS
 from app.runner.api import ApiError, TaskApi
 from app.runner.folder import RunnerFolder
 from app.runner.outbox import Outbox
 from app.runner.reports import Reports
+from app.runner.settings import api_url, positive_seconds, runner_from_env
 from app.runner.task_log import prune_task_logs
 from app.runner.worker import Runner, RunSettings
+from app.shared_settings import exit_on_config_error
 
 log = logging.getLogger("app.runner")
-
-MIN_LEASE_SECONDS, MAX_LEASE_SECONDS = 5, 3600
 
 
 def positive_int(text: str) -> int:
@@ -48,20 +48,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--once", action="store_true",
                         help="claim until none is pending, run those tasks, deliver their "
                              "reports, then exit")
-    parser.add_argument("--interval", type=config.positive_seconds, default=5.0, metavar="S",
+    parser.add_argument("--interval", type=positive_seconds, default=5.0, metavar="S",
                         help="seconds between claims when none is pending (default 5)")
     parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="tasks run at the same time (default 1)")
-    parser.add_argument("--timeout", type=config.positive_seconds, metavar="S",
+    parser.add_argument("--timeout", type=positive_seconds, metavar="S",
                         help="seconds a task may run (default AGENT_TASK_TIMEOUT, 3600)")
-    parser.add_argument("--lease-seconds", type=lease_seconds, default=300, metavar="S",
-                        help=f"how long a claim holds without a heartbeat, "
-                             f"{MIN_LEASE_SECONDS}-{MAX_LEASE_SECONDS} (default 300); "
-                             "heartbeats go every third of it")
-    parser.add_argument("--report-wait", type=config.positive_seconds, default=30.0,
+    parser.add_argument("--lease-seconds", type=lease_seconds, default=DEFAULT_LEASE_SECONDS,
+                        metavar="S", help=f"how long a claim holds without a heartbeat, "
+                                          f"{MIN_LEASE_SECONDS}-{MAX_LEASE_SECONDS} "
+                                          f"(default {DEFAULT_LEASE_SECONDS}); "
+                                          "heartbeats go every third of it")
+    parser.add_argument("--report-wait", type=positive_seconds, default=30.0,
                         metavar="S", help="with --once, how long undelivered reports are "
                                           "retried before exiting 1 (default 30)")
-    parser.add_argument("--api", type=config.api_url, metavar="URL",
+    parser.add_argument("--api", type=api_url, metavar="URL",
                         help="where the API is served (default AGENT_API_BASE)")
     parser.add_argument("--verbose", action="store_true", help="say more on stderr")
     return parser.parse_args(argv)
@@ -108,8 +109,8 @@ def stop_on_signals(runner: Runner) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with config.exit_on_config_error("agent_runner"):
-        settings = config.runner_from_env()
+    with exit_on_config_error("agent_runner"):
+        settings = runner_from_env()
         folder = RunnerFolder.prepare(settings.runner_dir)
     setup_logging(folder.log_file, args.verbose)
     removed = prune_task_logs(folder.task_logs, settings.task_log_keep_days)

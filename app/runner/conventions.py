@@ -15,10 +15,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from app.api_limits import MAX_DIRECTION_CHARS, MAX_STEP_CHARS
+
 PROGRESS_MARK = b"::progress::"
-MAX_STEP_CHARS = 500
-MAX_PROMPT_CHARS = 64 * 1024
-"""The longest ``decision_prompt`` the service takes (that of a direction)."""
 
 _PROGRESS = re.compile(r"::progress::[ \t]+(\S+)[ \t]*(.*)")
 _DECISION = re.compile(r"::needs-decision::[ \t]+(.*\S)")
@@ -45,7 +44,8 @@ def parse_progress(line: str) -> Progress | None:
 
 
 def decision_prompt(output: str) -> str | None:
-    """The question of a ``::needs-decision::`` last line, if the output ends with one."""
+    """The question of a ``::needs-decision::`` last line, if the output ends with one,
+    cut to the longest ``decision_prompt`` the service takes."""
     lines = [line for line in output.splitlines() if line.strip()]
     found = _DECISION.fullmatch(lines[-1].strip()) if lines else None
-    return found.group(1)[:MAX_PROMPT_CHARS] if found else None
+    return found.group(1)[:MAX_DIRECTION_CHARS] if found else None

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import ConfigError
+from app.shared_settings import ConfigError
 
 SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 

@@ -11,14 +11,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from app.api_limits import MAX_LOG_APPEND_CHARS
 from app.runner.conventions import PROGRESS_MARK, Progress, parse_progress
 from app.runner.tail import Tail, complete_utf8, text_within
 from app.runner.task_log import CappedLog, left_out_line
 
 OUTPUT_LIMIT_BYTES = 64 * 1024
 """The end of the output a final report carries."""
-LOG_APPEND_LIMIT_BYTES = 256 * 1024
-"""The most output one PATCH carries; the newest part when more is due."""
+LOG_APPEND_LIMIT_BYTES = MAX_LOG_APPEND_CHARS
+"""The most output one PATCH carries; the newest part when more is due. Counted in bytes
+of UTF-8, so never more characters than the service takes."""
 LEFT_OUT_ROOM = 64
 """Room kept in ``LOG_APPEND_LIMIT_BYTES`` for the line saying what was left out."""
 MAX_LINE_BYTES = 4096
@@ -115,7 +117,8 @@ class TaskOutput:
         self.log_error = exc
         log, self._log = self._log, None
         try:
-            log.close()
+            if log is not None:
+                log.close()
         except OSError:
             pass  # the error that matters is the first one, kept above
 

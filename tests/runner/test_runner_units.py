@@ -14,6 +14,7 @@ from app import config
 from app.runner.conventions import Progress, decision_prompt, parse_progress
 from app.runner.outbox import Outbox
 from app.runner.output import LOG_APPEND_LIMIT_BYTES, TaskOutput
+from app.runner.settings import runner_from_env
 from app.runner.tail import complete_utf8, text_within
 from app.runner.task_log import CappedLog, left_out_line, prune_task_logs
 
@@ -210,7 +211,7 @@ def test_decision_requests(output: str, expected: str | None):
 
 
 def test_runner_settings_defaults(tmp_path: Path):
-    settings = config.runner_from_env({"AGENT_WORKDIR": str(tmp_path)})
+    settings = runner_from_env({"AGENT_WORKDIR": str(tmp_path)})
     assert settings.runner_dir == config.PROJECT_ROOT / "logs" / "runner"
     assert (settings.task_log_max_bytes, settings.task_log_keep_days) == (10 * 1024**2, 14)
     assert settings.api_base == "http://127.0.0.1:8000"
@@ -223,4 +224,4 @@ def test_runner_settings_defaults(tmp_path: Path):
 ])
 def test_bad_runner_settings_name_the_variable(name: str, value: str):
     with pytest.raises(config.ConfigError, match=name):
-        config.runner_from_env({name: value})
+        runner_from_env({name: value})

@@ -1,6 +1,8 @@
-"""The project as a package: installed into a fresh virtualenv, it serves and its commands
-work from any folder; its requirements cover its imports; an old Python is refused in one
-line by every entry point and by make."""
+"""The project as a package: installed into a fresh virtualenv with the ``server`` extra,
+it serves and its commands work from any folder; installed without it, the runner and the
+smoke test work with their own few requirements and none of the service's; its
+requirements cover its imports; an old Python is refused in one line by every entry point
+and by make."""
 from __future__ import annotations
 
 import ast
@@ -22,6 +24,9 @@ from bench.servers import RUNNER
 from tests.support import ROOT, free_port, stop_process
 
 OLD_VERSION = "3.10.13"
+# What the service needs and a machine that only runs tasks must not get.
+SERVICE_PACKAGES = {"flask", "werkzeug", "marshmallow", "apispec", "gunicorn", "numpy", "orjson",
+                    "prometheus-client", "filelock", "psycopg", "psycopg-pool"}
 # What a source tree holds that a package build must not see or write into.
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "logs", "__pycache__", ".pytest_cache",
                                     ".hypothesis", "build", "dist", "*.egg-info")
@@ -43,18 +48,50 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def setup_requirements(section: str, key: str) -> list[str]:
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    return setup[section][key].split()
+
+
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv with the project installed by pip, from a copy of the project so
-    that the build writes nothing into the working tree."""
-    source = tmp_path_factory.mktemp("source") / "agent-metrics-service"
-    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project, so that a build writes nothing into the working tree."""
+    path = tmp_path_factory.mktemp("source") / "agent-metrics-service"
+    shutil.copytree(ROOT, path, ignore=NOT_SOURCE)
+    return path
+
+
+def install(tmp_path_factory: pytest.TempPathFactory, target: str) -> Path:
+    """A fresh virtualenv with ``target`` installed by pip."""
     path = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
     subprocess.run([path / "bin" / "python", "-m", "pip", "install", "--quiet",
-                    "--disable-pip-version-check", str(source)],
+                    "--disable-pip-version-check", target],
                    check=True, timeout=900, env=clean_env(), stdin=subprocess.DEVNULL)
     return path
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory, source: Path) -> Path:
+    """The project installed with the ``server`` extra: the service and the runner."""
+    return install(tmp_path_factory, f"{source}[server]")
+
+
+@pytest.fixture(scope="module")
+def runner_venv(tmp_path_factory: pytest.TempPathFactory, source: Path) -> Path:
+    """The project installed without extras: what a machine that only runs tasks gets."""
+    return install(tmp_path_factory, str(source))
+
+
+def installed_distributions(venv: Path) -> set[str]:
+    """The normalized names of the distributions installed in the virtualenv."""
+    shown = subprocess.run(
+        [venv / "bin" / "python", "-c",
+         "from importlib.metadata import distributions\n"
+         "for dist in distributions(): print(dist.metadata['Name'])"],
+        env=clean_env(), capture_output=True, text=True, timeout=60, check=True)
+    return {requirement_name(name) for name in shown.stdout.split()}
 
 
 def serve_installed(venv: Path, folder: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen]:
@@ -83,26 +120,42 @@ def serve_installed(venv: Path, folder: Path, env: dict[str, str]) -> tuple[str,
     raise AssertionError("gunicorn did not start in 60 s")
 
 
-def test_the_installed_package_serves_and_passes_the_smoke_check(venv: Path, tmp_path: Path):
-    where = subprocess.run([venv / "bin" / "python", "-c", "import app; print(app.__file__)"],
-                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
-    assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout + where.stderr
-
-    shown = subprocess.run([venv / "bin" / "agent-runner", "--help"], cwd=tmp_path,
+def assert_runner_starts(venv: Path, folder: Path) -> None:
+    """``agent-runner --help`` from the virtualenv, run in an unrelated folder."""
+    shown = subprocess.run([venv / "bin" / "agent-runner", "--help"], cwd=folder,
                            env=clean_env(), capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("usage: agent-runner")
 
-    routing = tmp_path / "routing.json"
+
+def smoke_env(folder: Path) -> dict[str, str]:
+    """The environment of a server and a runner using the example routing, their files in
+    ``folder``."""
+    routing = folder / "routing.json"
     shutil.copy(ROOT / "scripts" / "routing.example.json", routing)
-    env = clean_env(AGENT_ROUTING_FILE=str(routing), AGENT_LOGS_DIR=str(tmp_path / "logs"),
-                    AGENT_RUNNER_DIR=str(tmp_path / "runner"), AGENT_FSYNC="0")
+    return clean_env(AGENT_ROUTING_FILE=str(routing), AGENT_LOGS_DIR=str(folder / "logs"),
+                     AGENT_RUNNER_DIR=str(folder / "runner"), AGENT_FSYNC="0")
+
+
+def run_smoke(venv: Path, folder: Path, env: dict[str, str],
+              base_url: str) -> subprocess.CompletedProcess[str]:
+    """``agent-smoke`` from the virtualenv against the server at ``base_url``."""
+    return subprocess.run([venv / "bin" / "agent-smoke"], cwd=folder / "empty",
+                          env={**env, "AGENT_API_BASE": base_url}, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def test_the_installed_package_serves_and_passes_the_smoke_check(venv: Path, tmp_path: Path):
+    where = subprocess.run([venv / "bin" / "python", "-c", "import app; print(app.__file__)"],
+                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
+    assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout + where.stderr
+    assert_runner_starts(venv, tmp_path)
+
+    env = smoke_env(tmp_path)
     base_url, server = serve_installed(venv, tmp_path, env)
     try:
         dashboard = requests.get(f"{base_url}/dashboard", timeout=30)
-        smoke = subprocess.run([venv / "bin" / "agent-smoke"], cwd=tmp_path / "empty",
-                               env={**env, "AGENT_API_BASE": base_url}, capture_output=True,
-                               text=True, timeout=300, stdin=subprocess.DEVNULL)
+        smoke = run_smoke(venv, tmp_path, env, base_url)
     finally:
         stop_process(server, grace_seconds=15)
     assert dashboard.status_code == 200 and "<html" in dashboard.text  # the template shipped
@@ -114,10 +167,30 @@ def test_the_installed_package_serves_and_passes_the_smoke_check(venv: Path, tmp
     assert (tmp_path / "logs").is_dir()
 
 
-def test_setup_cfg_requires_what_requirements_txt_lists():
-    setup = configparser.ConfigParser()
-    setup.read(ROOT / "setup.cfg")
-    installed = setup["options"]["install_requires"].split()
+def test_the_installed_package_without_extras_runs_tasks_without_the_service(
+        venv: Path, runner_venv: Path, tmp_path: Path):
+    """The runner and the smoke test from an install without extras, against a server
+    from an install with the ``server`` extra."""
+    installed = installed_distributions(runner_venv)
+    assert {"agent-metrics-service", "requests", "urllib3"} <= installed
+    assert not installed & SERVICE_PACKAGES
+    required = {requirement_name(line) for line in requirement_lines(ROOT / "requirements.txt")}
+    assert required <= installed_distributions(venv)
+    assert_runner_starts(runner_venv, tmp_path)
+
+    env = smoke_env(tmp_path)
+    base_url, server = serve_installed(venv, tmp_path, env)
+    try:
+        smoke = run_smoke(runner_venv, tmp_path, env, base_url)
+    finally:
+        stop_process(server, grace_seconds=15)
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    assert smoke.stdout.splitlines()[-1] == "smoke: all checks passed"
+
+
+def test_requirements_txt_is_the_runner_then_the_server_extra():
+    installed = (setup_requirements("options", "install_requires")
+                 + setup_requirements("options.extras_require", "server"))
     assert installed == requirement_lines(ROOT / "requirements.txt")
 
 

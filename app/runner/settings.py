@@ -1,0 +1,90 @@
+"""The runner's settings, from the environment, and the values of its options.
+
+The runner may run on another machine than the service, so none of the service's own
+settings are read here; what both read is in :mod:`app.shared_settings`.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.shared_settings import PROJECT_ROOT, ConfigError, api_token, whole_number
+
+DEFAULT_API_BASE = "http://127.0.0.1:8000"
+DEFAULTS: dict[str, Any] = {
+    "AGENT_API_BASE": DEFAULT_API_BASE,
+    "AGENT_TASK_TIMEOUT": 3600.0,
+    "AGENT_RUNNER_DIR": str(PROJECT_ROOT / "logs" / "runner"),
+    "AGENT_TASK_LOG_MAX_BYTES": 10 * 1024 * 1024,
+    "AGENT_TASK_LOG_KEEP_DAYS": 14,
+}
+MIN_TASK_LOG_BYTES = 4096
+"""Room for the beginning, the end and the line saying how much was left out."""
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """What the runner needs; it runs without an app, talking to the service over HTTP
+    only, and keeps its own files in ``runner_dir``."""
+
+    api_base: str
+    api_token: str | None
+    task_timeout: float
+    runner_dir: Path
+    workdir: Path
+    task_log_max_bytes: int
+    task_log_keep_days: int
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds above zero, from text (ValueError otherwise)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"expected a positive number of seconds, not {text!r}")
+    return seconds
+
+
+def api_url(text: str, name: str = "the API address") -> str:
+    """An ``http://`` or ``https://`` address with a host, without a trailing slash."""
+    url = text.strip().rstrip("/")
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in {"http", "https"} or not rest or rest.startswith("/"):
+        raise ConfigError(f"{name} must be an http:// or https:// address, not {text!r}")
+    return url
+
+
+def runner_from_env(environ: Mapping[str, str] | None = None) -> RunnerSettings:
+    """The runner's settings, defaults filled in; an empty variable counts as unset. A
+    bad value raises :class:`ConfigError` naming the variable."""
+    env = os.environ if environ is None else environ
+    settings: dict[str, Any] = {name: env.get(name) or default
+                                for name, default in DEFAULTS.items()}
+    if env.get("AGENT_TASK_TIMEOUT"):
+        try:
+            settings["AGENT_TASK_TIMEOUT"] = positive_seconds(env["AGENT_TASK_TIMEOUT"])
+        except ValueError as exc:
+            raise ConfigError(f"AGENT_TASK_TIMEOUT: {exc}") from exc
+    if env.get("AGENT_TASK_LOG_MAX_BYTES"):
+        settings["AGENT_TASK_LOG_MAX_BYTES"] = whole_number(
+            env, "AGENT_TASK_LOG_MAX_BYTES", MIN_TASK_LOG_BYTES, 2**40)
+    if env.get("AGENT_TASK_LOG_KEEP_DAYS"):
+        settings["AGENT_TASK_LOG_KEEP_DAYS"] = whole_number(
+            env, "AGENT_TASK_LOG_KEEP_DAYS", 1, 36_500)
+    workdir = Path(env.get("AGENT_WORKDIR") or os.getcwd())
+    if not workdir.is_dir():
+        raise ConfigError(f"AGENT_WORKDIR: {workdir} is not a folder")
+    return RunnerSettings(
+        api_base=api_url(settings["AGENT_API_BASE"], "AGENT_API_BASE"),
+        api_token=api_token(env),
+        task_timeout=settings["AGENT_TASK_TIMEOUT"],
+        runner_dir=Path(settings["AGENT_RUNNER_DIR"]),
+        workdir=workdir,
+        task_log_max_bytes=settings["AGENT_TASK_LOG_MAX_BYTES"],
+        task_log_keep_days=settings["AGENT_TASK_LOG_KEEP_DAYS"],
+    )

@@ -36,6 +36,7 @@ test: python-version $(DEV_DEPS)
 
 lint: python-version $(DEV_DEPS)
 	$(BIN)/flake8
+	$(BIN)/mypy
 
 smoke: python-version $(RUN_DEPS)
 	PYTHON=$(BIN)/python scripts/smoke.sh

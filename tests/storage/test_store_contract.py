@@ -336,8 +336,8 @@ def test_closed_stores_open_again_and_another_process_sees_the_same(stores: Stor
     assert not other_metrics.record(record_of("t1"))
 
 
-def test_a_store_that_cannot_be_reached_is_unavailable(stores: Stores, backend: str,
-                                                        tmp_path: Path) -> None:
+def test_a_store_that_cannot_be_reached_is_unavailable(
+        stores: Stores, backend: str, tmp_path: Path) -> None:
     """Writes that cannot happen raise StoreUnavailable (the API's 503), not another error."""
     if backend == "postgresql":
         settings = {"AGENT_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",

@@ -31,6 +31,8 @@ SLOW_OF_EACH_KIND = 4
 """As many slow export readers as the shipped config lets one address export at once
 (its ``limit_conn`` on the export location), so a further export is refused."""
 HOLD_SECONDS = 10
+SPOOL_SECONDS = 90
+"""How long gunicorn may take to hand the slow readers' exports to nginx."""
 ONE_MIB = 1024 * 1024
 TASK = b'{"direction": "x", "task_type": "spec"}'
 JSON_HEADERS = {**AUTH, "Content-Type": "application/json"}
@@ -157,10 +159,12 @@ def test_slow_clients_are_held_by_nginx_not_gunicorn(stack: Stack) -> None:
     with held_open(kinds, stack.nginx.port, SERVER_NAME, token) as clients:
         by_kind = {kind: [c for k, c in zip(kinds, clients) if k is kind] for kind in kinds}
         # nginx takes each export from gunicorn into a temporary file at full speed, so
-        # gunicorn is done with them while the clients have read a few KiB.
+        # gunicorn is done with them while the clients have read a few KiB (at most
+        # READ_PER_TICK a tick). Four exports of 48 MB from one worker take about 27 s on a
+        # 2-core machine with nothing else running; the wait leaves room for a busy one.
         spooled = tick_until(
             clients, lambda: stack.gunicorn_logged(exports) >= exports_before + SLOW_OF_EACH_KIND,
-            seconds=30)
+            seconds=SPOOL_SECONDS)
         with requests.get(stack.url(EXPORT_PATH), headers=AUTH, stream=True,
                           timeout=10) as one_more:
             assert_json_error(one_more, 429)

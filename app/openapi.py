@@ -23,6 +23,7 @@ from app.models.agent import (
     PipelineStatusSchema,
     RouteQuerySchema,
     RouteSchema,
+    TaskCancelSchema,
     TaskClaimSchema,
     TaskCountSchema,
     TaskCreateSchema,
@@ -56,7 +57,7 @@ ERROR_MEANINGS = {
     400: "Malformed JSON body, or a Host header not in AGENT_ALLOWED_HOSTS.",
     401: "Missing or wrong bearer token (only when AGENT_API_TOKEN is set).",
     404: "No such task.",
-    409: "The task cannot go to that status.",
+    409: "The task cannot go to that status (or be cancelled, or run again, now).",
     413: "Request body larger than the limit.",
     415: "A request body not sent as Content-Type: application/json.",
     422: "Invalid fields or query parameters.",
@@ -78,7 +79,7 @@ class Operation:
     besides ``status``, each with an :class:`ErrorSchema` body (400, for a Host not
     allowed, is added to every operation, and 401 unless ``public``). ``empty`` are other
     successful answers without a body. ``links`` are OpenAPI links from the success
-    response.
+    response. ``body_required`` false: the request may come without a body.
     """
 
     summary: str
@@ -87,6 +88,7 @@ class Operation:
     media_types: tuple[str, ...] = (JSON,)
     query: type[Schema] | None = None
     body: type[Schema] | None = None
+    body_required: bool = True
     errors: tuple[int, ...] = ()
     empty: dict[int, str] = field(default_factory=dict)
     public: bool = False
@@ -98,6 +100,8 @@ def _task_links() -> dict[str, dict[str, Any]]:
     return {
         "GetTask": {"operationId": "agent.get_task", "parameters": parameters},
         "UpdateTask": {"operationId": "agent.update_task", "parameters": parameters},
+        "CancelTask": {"operationId": "agent.cancel_task", "parameters": parameters},
+        "RerunTask": {"operationId": "agent.rerun_task", "parameters": parameters},
     }
 
 
@@ -111,18 +115,32 @@ OPERATIONS: dict[str, Operation] = {
         TaskListSchema, query=TaskListQuerySchema, errors=(422,),
     ),
     "agent.claim_task": Operation(
-        "Claim the oldest pending task under a lease (204 when none is pending)", TaskSchema,
-        body=TaskClaimSchema, errors=(413, 415, 422, 503), empty={204: "No task is pending."},
+        "Claim the next pending task under a lease: the highest priority, then the oldest, "
+        "whose run_after has come and whose model and tier are under their caps (204 when "
+        "there is none)", TaskSchema,
+        body=TaskClaimSchema, errors=(413, 415, 422, 503),
+        empty={204: "No task may be claimed now."}, links=_task_links(),
+    ),
+    "agent.cancel_task": Operation(
+        "Cancel a task: pending or needs_decision at once; running, by asking its runner "
+        "to stop (cancel_requested)", TaskSchema, body=TaskCancelSchema, body_required=False,
+        errors=(404, 409, 413, 415, 422, 503), links=_task_links(),
+    ),
+    "agent.rerun_task": Operation(
+        "Run an ended task again: a new pending task with its direction, task type, "
+        "context and priority", TaskSchema, status=201, errors=(404, 409, 422, 503),
         links=_task_links(),
     ),
     "agent.get_task": Operation("One task", TaskSchema, errors=(404,)),
     "agent.count_tasks": Operation("How many tasks there are, by status", TaskCountSchema),
     "agent.tasks_needing_attention": Operation(
-        "Tasks that need a person (needs_decision or failed), newest first",
+        "Tasks that need a person (needs_decision, or failed after their last attempt; "
+        "never cancelled), newest first",
         AttentionListSchema, query=AttentionQuerySchema, errors=(422,),
     ),
     "agent.pipeline": Operation(
-        "Running and pending tasks, recent completions, and what needs attention",
+        "Running tasks, pending tasks waiting to run (in claim order) and scheduled, the "
+        "queue's counts, recent completions, and what needs attention",
         PipelineStatusSchema,
     ),
     "agent.task_log": Operation(
@@ -206,7 +224,7 @@ def _describe(endpoint: str, operation: Operation, rule: Rule) -> dict[str, Any]
     }
     if operation.body is not None:
         described["requestBody"] = {
-            "required": True, "content": {JSON: {"schema": operation.body}},
+            "required": operation.body_required, "content": {JSON: {"schema": operation.body}},
         }
     if operation.public:
         described["security"] = []

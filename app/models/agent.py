@@ -1,6 +1,7 @@
 """Schemas of the task API and of the routing file."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -20,12 +21,71 @@ MAX_CONTEXT_BYTES = 64 * 1024
 TASK_TYPES = ("spec", "test", "impl", "review", "heal")
 MAX_DURATION_SECONDS = 1e8
 """About three years: longer is a wrong clock or a typo, and it keeps sums in int64."""
-STATUSES = ("pending", "running", "needs_decision", "completed", "failed")
+STATUSES = ("pending", "running", "needs_decision", "completed", "failed", "cancelled")
+"""Every status; new ones go last (the JSONL store keeps a status as its index here)."""
+ENDED_STATUSES = ("completed", "failed", "cancelled")
+"""Statuses a task never leaves; only ``completed`` and ``failed`` leave a metric record."""
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
+MAX_ATTEMPTS_LIMIT = 20
+"""The most claims a task (or a routing entry) may allow."""
+MAX_CANCEL_REASON_CHARS = 500
+LAST_ERROR_CHARS = 4000
+MAX_DELAY_SECONDS = MAX_DURATION_SECONDS
+"""The longest retry delay or backoff taken: now plus this stays a valid date."""
 
 
 def _not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError("Must not be blank.")
+
+
+class StrictBoolean(fields.Boolean):
+    """A JSON ``true`` or ``false``: not ``1``, ``"yes"`` or ``"true"``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class StrictFloat(fields.Float):
+    """A JSON number: not a string holding one."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 date and time with its offset (one without is refused), loaded as the
+    same moment in UTC."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any,
+                     **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(timezone.utc)
+        except OverflowError as exc:  # 0001-01-01T00:00+01:00 is no moment of UTC
+            raise ValidationError("Not a date and time that UTC can hold.") from exc
+
+
+def _priority(description: str, **kwargs: Any) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(min=MIN_PRIORITY,
+                                                               max=MAX_PRIORITY),
+                          metadata={"description": description}, **kwargs)
+
+
+def _max_attempts(description: str) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ATTEMPTS_LIMIT),
+                          metadata={"description": description})
+
+
+def _delay_seconds(description: str, *, zero: bool) -> StrictFloat:
+    """Seconds to wait, up to :data:`MAX_DELAY_SECONDS`; ``zero``: no wait at all too."""
+    return StrictFloat(validate=validate.Range(min=0, max=MAX_DELAY_SECONDS,
+                                               min_inclusive=zero),
+                       allow_nan=False, metadata={"description": description})
 
 
 class TaskCreateSchema(Schema):
@@ -38,6 +98,12 @@ class TaskCreateSchema(Schema):
         keys=fields.String(), load_default=dict,
         metadata={"description": f"At most {MAX_CONTEXT_BYTES} bytes as compact JSON."},
     )
+    priority = _priority("Claims take the highest priority first, then the oldest task.",
+                         load_default=0)
+    max_attempts = _max_attempts("How many times the task may be claimed (default: its "
+                                 "routing entry's max_attempts, else AGENT_MAX_ATTEMPTS).")
+    run_after = UtcDateTime(metadata={"description": "Not claimed before then (ISO 8601 "
+                                                     "with its offset)."})
 
     @validates("context")
     def _model_override(self, context: dict[str, Any], **_: Any) -> None:
@@ -78,11 +144,40 @@ class TaskPatchSchema(Schema):
         "description": "Answers a task that needs_decision; it goes back to pending."})
     log_append = fields.String(validate=validate.Length(max=MAX_LOG_APPEND_CHARS), metadata={
         "description": "Output since the runner's last PATCH, added to the task's log."})
+    retryable = StrictBoolean(metadata={
+        "description": "With a runner's failed report: the failure is worth retrying; the "
+                       "task goes back to pending while attempts remain."})
+    retry_after_seconds = _delay_seconds(
+        "With retryable: wait this long before the task may be claimed again (default: "
+        "the routing entry's backoff).", zero=True)
+    priority = _priority("A person changes the priority of a pending task (without status, "
+                         "runner_id or decision).")
 
     @validates_schema
     def _says_something(self, data: dict[str, Any], **_: Any) -> None:
         if not data:
             raise ValidationError("An empty PATCH changes nothing.")
+
+    @validates_schema
+    def _retry_in_a_failed_report(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("retryable") and (data.get("status") != "failed"
+                                      or "runner_id" not in data):
+            raise ValidationError("retryable goes with a runner's report of status failed.",
+                                  "retryable")
+        if "retry_after_seconds" in data and not data.get("retryable"):
+            raise ValidationError("retry_after_seconds goes with retryable: true.",
+                                  "retry_after_seconds")
+
+    @validates_schema
+    def _priority_alone(self, data: dict[str, Any], **_: Any) -> None:
+        if "priority" in data and {"status", "runner_id", "decision"} & set(data):
+            raise ValidationError("priority is changed by a person, without status, "
+                                  "runner_id or decision.", "priority")
+
+
+class TaskCancelSchema(Schema):
+    reason = fields.String(validate=validate.Length(max=MAX_CANCEL_REASON_CHARS),
+                           metadata={"description": "Kept on the task as cancel_reason."})
 
 
 class TaskClaimSchema(Schema):
@@ -116,6 +211,20 @@ class TaskSchema(Schema):
     current_step = fields.String(allow_none=True, dump_default=None)
     decision_prompt = fields.String(allow_none=True, dump_default=None)
     decision = fields.String(allow_none=True, dump_default=None)
+    priority = fields.Integer(required=True)
+    run_after = fields.String(allow_none=True, required=True, metadata={
+        "description": "Not claimed before then (null: at once)."})
+    max_attempts = fields.Integer(required=True, metadata={
+        "description": "How many times it may be claimed."})
+    last_error = fields.String(allow_none=True, dump_default=None, metadata={
+        "description": f"The last {LAST_ERROR_CHARS} characters of the output of its last "
+                       "failed attempt."})
+    cancel_requested = fields.Boolean(dump_default=False, metadata={
+        "description": "A person asked to cancel it while it runs: its runner stops it and "
+                       "reports cancelled."})
+    cancel_reason = fields.String(allow_none=True, dump_default=None)
+    rerun_of = fields.String(allow_none=True, dump_default=None, metadata={
+        "description": "The task this one runs again."})
 
 
 class TaskLogSchema(Schema):
@@ -146,6 +255,8 @@ class TaskSummarySchema(Schema):
     updated_at = fields.String(required=True)
     started_at = fields.String(allow_none=True)
     duration_seconds = fields.Float(allow_none=True)
+    priority = fields.Integer(required=True)
+    run_after = fields.String(allow_none=True, required=True)
 
 
 class TaskListSchema(Schema):
@@ -161,8 +272,23 @@ class TaskCountSchema(Schema):
 ATTENTION_OUTPUT_CHARS = 4000
 
 
+def _attempts() -> fields.Integer:
+    return fields.Integer(required=True, dump_default=0, metadata={
+        "description": "How many times it was claimed."})
+
+
+def _max_attempts_shown() -> fields.Integer:
+    return fields.Integer(required=True, metadata={
+        "description": "How many times it may be claimed."})
+
+
 class AttentionTaskSchema(TaskSummarySchema):
     decision_prompt = fields.String(allow_none=True, dump_default=None)
+    attempts = _attempts()
+    max_attempts = _max_attempts_shown()
+    last_error = fields.String(allow_none=True, required=True, dump_default=None, metadata={
+        "description": f"The last {LAST_ERROR_CHARS} characters of the output of its last "
+                       "failed attempt."})
     output = fields.Function(
         lambda task: None if task.get("output") is None
         else task["output"][-ATTENTION_OUTPUT_CHARS:],
@@ -186,15 +312,42 @@ class RunningTaskSchema(TaskSummarySchema):
     current_step = fields.String(allow_none=True, dump_default=None)
     live_tail = fields.List(fields.String(), required=True, metadata={
         "description": "The last 20 lines runners sent of its output."})
+    cancel_requested = fields.Boolean(required=True, dump_default=False, metadata={
+        "description": "A person asked to cancel it: its runner stops it at its next "
+                       "heartbeat."})
+    cancel_reason = fields.String(allow_none=True, required=True, dump_default=None)
 
 
-class PendingTaskSchema(TaskSummarySchema):
-    wait_seconds = fields.Float(required=True)
+class WaitingTaskSchema(TaskSummarySchema):
+    wait_seconds = fields.Float(required=True, metadata={
+        "description": "Seconds since it may be claimed: since it was created, or since "
+                       "its run_after if that came later."})
+
+
+class ScheduledTaskSchema(TaskSummarySchema):
+    starts_in_seconds = fields.Float(required=True, metadata={
+        "description": "Seconds until its run_after, when it may be claimed."})
+    attempts = _attempts()
+    max_attempts = _max_attempts_shown()
+
+
+class QueueCountsSchema(Schema):
+    """How many tasks are in each state of the queue, pending split in two."""
+
+    waiting = fields.Integer(required=True, metadata={
+        "description": "Pending tasks that may be claimed now."})
+    scheduled = fields.Integer(required=True, metadata={
+        "description": "Pending tasks whose run_after has not come."})
+    running = fields.Integer(required=True)
+    needs_decision = fields.Integer(required=True)
+    cancelled = fields.Integer(required=True, metadata={
+        "description": "Cancelled tasks still kept (compaction drops old ones)."})
 
 
 class StuckTaskSchema(TaskSummarySchema):
     age_seconds = fields.Float(required=True, metadata={
-        "description": "Seconds since it was last updated (running) or created (pending)."})
+        "description": "Seconds since it was last updated (running), or since it may be "
+                       "claimed (waiting)."})
 
 
 class RepeatedFailuresSchema(Schema):
@@ -217,8 +370,13 @@ class PipelineAttentionSchema(Schema):
 
 class PipelineStatusSchema(Schema):
     running = fields.List(fields.Nested(RunningTaskSchema), required=True)
-    pending = fields.List(fields.Nested(PendingTaskSchema), required=True, metadata={
-        "description": "The oldest 100 pending tasks."})
+    waiting = fields.List(fields.Nested(WaitingTaskSchema), required=True, metadata={
+        "description": "The first 100 pending tasks that may be claimed now, in the order "
+                       "claims take them: the highest priority, then the oldest."})
+    scheduled = fields.List(fields.Nested(ScheduledTaskSchema), required=True, metadata={
+        "description": "The first 100 pending tasks whose run_after has not come, the "
+                       "soonest first."})
+    queue = fields.Nested(QueueCountsSchema, required=True)
     recent_completed = fields.List(fields.Nested(TaskSummarySchema), required=True)
     attention = fields.Nested(PipelineAttentionSchema, required=True)
 
@@ -255,6 +413,24 @@ class RoutingEntrySchema(Schema):
     accepts_end_of_options = fields.Boolean(metadata={
         "description": 'false for a CLI that takes no "--": {direction} may then come '
                        'anywhere, and directions starting with "-" are refused.'})
+    max_attempts = _max_attempts("How many times a task of this type may be claimed.")
+    backoff_seconds = _delay_seconds("The wait before the first retry of a retryable "
+                                     "failure; it doubles with each attempt.", zero=False)
+    backoff_max_seconds = _delay_seconds("The longest wait between retries.", zero=False)
+
+
+def _caps(what: str) -> fields.Dict:
+    return fields.Dict(keys=fields.String(validate=_not_blank),
+                       values=fields.Integer(strict=True, validate=validate.Range(min=1)),
+                       metadata={"description": f"At most this many tasks of each {what} "
+                                                "run at once."})
+
+
+class RoutingLimitsSchema(Schema):
+    """How many tasks may run at once, per model and per tier."""
+
+    models = _caps("model")
+    tiers = _caps("tier (every model routed with that tier)")
 
 
 RoutingFileSchema = Schema.from_dict(
@@ -262,7 +438,9 @@ RoutingFileSchema = Schema.from_dict(
         **{task_type: fields.Nested(RoutingEntrySchema) for task_type in TASK_TYPES},
         "models": fields.List(fields.String(validate=_not_blank), metadata={
             "description": "More models a task may name in context.model_override."}),
+        "limits": fields.Nested(RoutingLimitsSchema),
     },
     name="RoutingFileSchema",
 )
-"""The routing file: an entry per task type to override, and more known models."""
+"""The routing file: an entry per task type to override, more known models, and how
+many tasks may run at once."""

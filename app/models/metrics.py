@@ -7,10 +7,11 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.clock import parse_iso
-from app.models.agent import STATUSES
+from app.models.agent import ENDED_STATUSES, STATUSES
 
 FINAL_STATUSES = ("completed", "failed")
-QUEUE_STATUSES = tuple(status for status in STATUSES if status not in FINAL_STATUSES)
+"""The statuses a metric record holds."""
+QUEUE_STATUSES = tuple(status for status in STATUSES if status not in ENDED_STATUSES)
 BUCKETS = ("hour", "day")
 EXPORT_FORMATS = ("jsonl", "csv")
 

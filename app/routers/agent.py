@@ -12,6 +12,7 @@ from app.models.agent import (
     PipelineStatusSchema,
     RouteQuerySchema,
     RouteSchema,
+    TaskCancelSchema,
     TaskClaimSchema,
     TaskCountSchema,
     TaskCreateSchema,
@@ -27,9 +28,10 @@ from app.models.metrics import (
     RecordsQuerySchema,
     TimeseriesSchema,
 )
-from app.routers.common import json_body, services, timeseries_query
+from app.routers.common import json_body, request_body, services, timeseries_query
 from app.services import pipeline_status, record_export
 from app.services.metrics_series import service_timeseries
+from app.services.task_retries import Retry
 from app.services.task_service import Progress
 
 bp = Blueprint("agent", __name__, url_prefix="/api/agent")
@@ -86,7 +88,7 @@ def update_task(task_id: str) -> ResponseReturnValue:
 def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """The change the body asks for: a decision answers the task; a runner's PATCH is a
     heartbeat (no status), a start (running) or a report (another status); a person's
-    moves the task (a status) or edits its progress."""
+    moves the task (a status) or edits its progress (and a pending task's priority)."""
     tasks, progress = services().tasks, Progress.of(body)
     status, runner_id = body.get("status"), body.get("runner_id")
     duration = body.get("duration_seconds")
@@ -94,13 +96,24 @@ def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return tasks.answer(task_id, body["decision"], progress, status=status,
                             runner_id=runner_id)
     if runner_id is None:
-        return (tasks.edit(task_id, progress) if status is None
+        return (tasks.edit(task_id, progress, body.get("priority")) if status is None
                 else tasks.transition(task_id, status, progress, duration))
     if status is None:
         return tasks.heartbeat(task_id, runner_id, progress)
     if status == "running":
         return tasks.start(task_id, runner_id, progress)
-    return tasks.report(task_id, runner_id, status, progress, duration)
+    return tasks.report(task_id, runner_id, status, progress, duration, Retry.of(body))
+
+
+@bp.post("/tasks/<task_id>/cancel")
+def cancel_task(task_id: str) -> ResponseReturnValue:
+    body = TaskCancelSchema().load(json_body() if request_body() else {})
+    return TaskSchema().dump(services().tasks.cancel(task_id, body.get("reason")))
+
+
+@bp.post("/tasks/<task_id>/rerun")
+def rerun_task(task_id: str) -> ResponseReturnValue:
+    return TaskSchema().dump(services().tasks.rerun(task_id)), 201
 
 
 @bp.get("/tasks/<task_id>/log")

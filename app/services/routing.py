@@ -11,13 +11,18 @@ option by the routed program (``--output-file=/tmp/x``): ``{direction}`` and
 ``{decision}`` have to come after an end-of-options ``--`` element, unless an entry says
 that its CLI takes no ``--`` (``"accepts_end_of_options": false``); then a direction
 starting with ``-`` is refused when the task is created.
+
+An entry may also bound how many times a task of its type is claimed (``max_attempts``)
+and how long a retryable failure waits before the next attempt (``backoff_seconds``,
+doubling per attempt up to ``backoff_max_seconds``); the file's ``limits`` cap how many
+tasks of a model, or of a tier, run at once.
 """
 from __future__ import annotations
 
 import json
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,8 @@ END_OF_OPTIONS = "--"
 CLAUDE_COMMAND = ("claude", "-p", "--model", MODEL, END_OF_OPTIONS, DIRECTION)
 LOCAL_MODEL = "ollama/glm-4.7-flash:latest"
 CLOUD_MODEL = "claude-3-5-haiku-20241022"
+DEFAULT_BACKOFF_SECONDS = 30.0
+DEFAULT_BACKOFF_MAX_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,10 @@ class Route:
     tier: str
     command: tuple[str, ...]
     accepts_end_of_options: bool = True
+    max_attempts: int | None = None
+    """None: the service's default (``AGENT_MAX_ATTEMPTS``)."""
+    backoff_seconds: float = DEFAULT_BACKOFF_SECONDS
+    backoff_max_seconds: float = DEFAULT_BACKOFF_MAX_SECONDS
 
     def argv(
         self, direction: str, model: str | None = None, decision: str | None = None
@@ -83,11 +94,21 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How many tasks may run at once: per model, and per tier (every model a route of
+    that tier names, counted together)."""
+
+    models: Mapping[str, int] = field(default_factory=dict)
+    tiers: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Routing:
-    """The routes by task type, and every model a task may be given."""
+    """The routes by task type, every model a task may be given, and the limits."""
 
     routes: Mapping[str, Route]
     extra_models: frozenset[str] = frozenset()
+    limits: Limits = Limits()
 
     def route(self, task_type: str) -> Route:
         return self.routes[task_type]
@@ -95,6 +116,14 @@ class Routing:
     @property
     def models(self) -> frozenset[str]:
         return frozenset(route.model for route in self.routes.values()) | self.extra_models
+
+    def tiers_of(self, model: str) -> frozenset[str]:
+        """The tiers of the routes that name ``model`` (none for a model only listed)."""
+        return frozenset(route.tier for route in self.routes.values() if route.model == model)
+
+    def tier_models(self, tier: str) -> frozenset[str]:
+        """The models the routes of ``tier`` name."""
+        return frozenset(route.model for route in self.routes.values() if route.tier == tier)
 
 
 BUILTIN_ROUTES = {
@@ -143,4 +172,5 @@ def load_routing(path: str | Path | None) -> Routing:
         problem = route.problem()
         if problem:
             raise RoutingError(f'routing file {path}: entry "{task_type}": {problem}')
-    return Routing(routes, frozenset(loaded.get("models", ())))
+    return Routing(routes, frozenset(loaded.get("models", ())),
+                   Limits(**loaded.get("limits", {})))

@@ -2,9 +2,10 @@
 
 A runner that claims a task holds it for ``lease_seconds``; each PATCH it sends renews
 the lease (a heartbeat). A lease that has run out hands the task back: to ``pending``
-for another claim, or, once ``max_attempts`` claims have been lost, to ``failed`` with
-:data:`LOST_NOTE`. Nothing runs in the background: whoever next reads or writes the
-store applies the expiries that are due.
+for another claim, or, once the task's ``max_attempts`` claims have been made, to
+``failed`` with :data:`LOST_NOTE`; a task someone asked to cancel ends ``cancelled``.
+Nothing runs in the background: whoever next reads or writes the store applies the
+expiries that are due.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 from app.clock import isoformat, parse_iso
 from app.models.agent import DEFAULT_LEASE_SECONDS, MAX_DURATION_SECONDS
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "LOST_NOTE", "elapsed_seconds", "expiry", "holder",
-           "lease", "lease_expired", "transition_lease"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "LOST_NOTE", "attempt", "elapsed_seconds", "expiry",
+           "holder", "lease", "lease_expired", "transition_lease"]
 LOST_NOTE = "[lease expired: runner lost]"
 
 
@@ -38,6 +39,12 @@ def lease(runner_id: str, lease_seconds: int, now: datetime) -> dict[str, Any]:
             "lease_expires_at": isoformat(now + timedelta(seconds=lease_seconds))}
 
 
+def attempt(task: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The fields a new attempt (a claim, or a move to ``running``) sets: one more
+    attempt, started now."""
+    return {"attempts": task.get("attempts", 0) + 1, "attempt_started_at": isoformat(now)}
+
+
 def transition_lease(
     task: dict[str, Any], status: str, runner_id: str | None, now: datetime
 ) -> dict[str, Any]:
@@ -48,21 +55,27 @@ def transition_lease(
         return {"lease_expires_at": None}
     taken = (lease(runner_id, DEFAULT_LEASE_SECONDS, now) if runner_id
              else {"runner_id": None, "lease_expires_at": None})
-    return {**taken, "attempts": task.get("attempts", 0) + 1}
+    return {**taken, **attempt(task, now)}
 
 
 def elapsed_seconds(task: dict[str, Any], now: datetime) -> float:
-    """Seconds since the task started (or was created), within the duration limits."""
-    began = parse_iso(task.get("started_at") or task["created_at"])
+    """Seconds since the task's last attempt started (tasks stored before attempts were
+    timed: since it first started; never started: since it was created), within the
+    duration limits."""
+    began = parse_iso(task.get("attempt_started_at") or task.get("started_at")
+                      or task["created_at"])
     return min(max((now - began).total_seconds(), 0.0), MAX_DURATION_SECONDS)
 
 
 def expiry(task: dict[str, Any], now: datetime, max_attempts: int) -> dict[str, Any]:
     """The change an expired lease makes: back to ``pending``, or ``failed`` for good
-    after the ``max_attempts``-th lost claim (with its duration, for the metric)."""
+    after the ``max_attempts``-th lost claim (with its duration, for the metric), or
+    ``cancelled`` if someone asked to cancel the task."""
     change: dict[str, Any] = {"id": task["id"], "updated_at": isoformat(now),
                               "lease_expires_at": None}
-    if task.get("attempts", 0) >= max_attempts:
+    if task.get("cancel_requested"):
+        change.update(status="cancelled", duration_seconds=elapsed_seconds(task, now))
+    elif task.get("attempts", 0) >= max_attempts:
         output = task.get("output") or ""
         change.update(status="failed", duration_seconds=elapsed_seconds(task, now),
                       output=f"{output}\n{LOST_NOTE}" if output else LOST_NOTE)

@@ -1,4 +1,4 @@
-"""Task lifecycle: create, list, get, claim, and status transitions.
+"""Task lifecycle: create, list, get, claim, status transitions, cancel and rerun.
 
 Task state lives in a :class:`~app.storage.stores.TaskStore`, never only in process
 memory, so every worker, process and server sees the same tasks. A transition is read,
@@ -7,7 +7,12 @@ claiming the same task; a final transition writes the task's metric record in th
 transaction.
 
 A task's ``command`` is not stored: it is rendered from the routing when a task is
-read, so a stored direction is never repeated in shell-quoted form.
+read, so a stored direction is never repeated in shell-quoted form. Fields that tasks
+stored by earlier versions lack (``priority``, ``run_after``, ``max_attempts``) are
+filled in when a task is read, in one place (``TaskService._shown``).
+
+What a claim takes (priority, ``run_after``, the caps of :mod:`app.services.task_limits`)
+and when a failure is retried (:mod:`app.services.task_retries`) have modules of their own.
 """
 from __future__ import annotations
 
@@ -20,11 +25,13 @@ from datetime import datetime
 from typing import Any
 
 from app.clock import Clock, isoformat, utc_now
+from app.models.agent import ENDED_STATUSES
 from app.models.metrics import FINAL_STATUSES
 from app.services.metrics_service import MetricsService
 from app.services.routing import Route, Routing
 from app.services.task_leases import (
     DEFAULT_LEASE_SECONDS,
+    attempt,
     elapsed_seconds,
     expiry,
     holder,
@@ -32,21 +39,31 @@ from app.services.task_leases import (
     lease_expired,
     transition_lease,
 )
+from app.services.task_limits import next_claimable
+from app.services.task_retries import (
+    Retry,
+    is_retried_by,
+    last_error,
+    may_retry,
+    retry_change,
+    retry_note,
+)
 from app.storage.stores import StoreUnavailable
 from app.services.retention import cutoff
 from app.storage.stores import CompactionReport
 from app.storage.stores import Task, TaskStore, TaskTransaction
 
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"running", "needs_decision", "completed", "failed"}),
-    "running": frozenset({"needs_decision", "completed", "failed"}),
-    "needs_decision": frozenset({"running", "completed", "failed"}),
-    "completed": frozenset(),
-    "failed": frozenset(),
+    "pending": frozenset({"running", "needs_decision", "completed", "failed", "cancelled"}),
+    "running": frozenset({"needs_decision", "completed", "failed", "cancelled"}),
+    "needs_decision": frozenset({"running", "completed", "failed", "cancelled"}),
+    **{status: frozenset() for status in ENDED_STATUSES},
 }
+"""Which status may follow which. ``completed`` and ``failed`` record the task's metric;
+``cancelled`` ends a task without one."""
 
 
-REPORTED_STATUSES = (*FINAL_STATUSES, "needs_decision")
+REPORTED_STATUSES = (*ENDED_STATUSES, "needs_decision")
 """What a runner reports a task ended with; the same report twice changes nothing."""
 
 log = logging.getLogger(__name__)
@@ -116,9 +133,10 @@ class TaskService:
         self.store.close()
 
     def compact(self, keep_days: int) -> CompactionReport:
-        """Keep one state per task, dropping final tasks whose ``updated_at`` is more than
-        ``keep_days`` days ago; a task not yet final, or whose metric record is not
-        written yet, is always kept. The logs runners sent of dropped tasks go with them.
+        """Keep one state per task, dropping ended tasks (completed, failed, cancelled)
+        whose ``updated_at`` is more than ``keep_days`` days ago; a task that has not
+        ended, or whose metric record is not written yet, is always kept. The logs
+        runners sent of dropped tasks go with them.
         """
         report, _ = self.store.compact(cutoff(self.clock(), keep_days))
         return report
@@ -127,15 +145,34 @@ class TaskService:
         """The route of a task type (the routing file is read on first use)."""
         return self._routing().route(task_type)
 
+    def _shown(self, state: Task) -> Task:
+        """A stored task as the API shows it: the fields tasks stored before them lack
+        filled in (``priority`` 0, no ``run_after``, the routing's ``max_attempts``)."""
+        return {"priority": 0, "run_after": None, **state,
+                "max_attempts": self._max_attempts(state)}
+
+    def _max_attempts(self, task: Task) -> int:
+        """How many times the task may be claimed: its own bound, else the default."""
+        return task.get("max_attempts") or self._default_attempts(task["task_type"])
+
+    def _default_attempts(self, task_type: str) -> int:
+        """The routing entry's ``max_attempts``, else the service's."""
+        return self.route(task_type).max_attempts or self.max_attempts
+
     def _with_command(self, state: Task) -> Task:
-        """The task as the API shows it: its state and the command routing renders."""
+        """The whole task as the API shows it, with the command routing renders."""
         command = self.route(state["task_type"]).command_for(
             state["direction"], state["model"], state.get("decision"))
-        return {**state, "command": command}
+        return {**self._shown(state), "command": command}
 
-    def create(self, direction: str, task_type: str, context: dict[str, Any]) -> Task:
-        """A new pending task. A ``model_override`` must be a model the routing knows;
-        a direction the routed program could take for an option is refused."""
+    def create(
+        self, direction: str, task_type: str, context: dict[str, Any], *, priority: int = 0,
+        max_attempts: int | None = None, run_after: datetime | None = None,
+        rerun_of: str | None = None,
+    ) -> Task:
+        """A new pending task, claimed by priority and not before ``run_after``. A
+        ``model_override`` must be a model the routing knows; a direction the routed
+        program could take for an option is refused."""
         routing = self._routing()
         route = routing.route(task_type)
         model = context.get("model_override") or route.model
@@ -161,15 +198,29 @@ class TaskService:
             "runner_id": None,
             "lease_expires_at": None,
             "attempts": 0,
+            "priority": priority,
+            "max_attempts": max_attempts or self._default_attempts(task_type),
+            "run_after": None if run_after is None else isoformat(run_after),
+            "rerun_of": rerun_of,
         }
         self.store.insert(task)
         return self._with_command(task)
 
+    def rerun(self, task_id: str) -> Task:
+        """A new pending task doing again what an ended task did: the same direction,
+        task type, context and priority."""
+        task = self.get(task_id)
+        if task["status"] not in ENDED_STATUSES:
+            raise IllegalTransition(f"Task {task_id} is {task['status']}: only a task that "
+                                    f"ended ({', '.join(ENDED_STATUSES)}) is run again.")
+        return self.create(task["direction"], task["task_type"], task["context"],
+                           priority=task["priority"], rerun_of=task_id)
+
     def _settle(self, task_id: str | None = None) -> None:
         """Apply what is due: lease expiries (of one task, or of every task), which send
-        a task back to pending or, after its last attempt, fail it; and the metric
-        records of final tasks that lack one (a record that cannot be written yet is
-        logged and left for the next call)."""
+        a task back to pending or, after its last attempt, fail it (or cancel it, if a
+        cancel was asked for); and the metric records of final tasks that lack one (a
+        record that cannot be written yet is logged and left for the next call)."""
         if not self.store.has_due(self.clock(), task_id):
             return
         with self.store.transaction() as tx:
@@ -184,7 +235,7 @@ class TaskService:
 
     def _expire(self, tx: TaskTransaction, task: Task, now: datetime) -> Task:
         """Apply the expiry of the task's lease, within ``tx``; returns the task it leaves."""
-        change = expiry(task, now, self.max_attempts)
+        change = expiry(task, now, self._max_attempts(task))
         final = change["status"] in FINAL_STATUSES
         if final:
             change["recorded"] = False
@@ -234,11 +285,12 @@ class TaskService:
         limit: int | None = None,
         offset: int = 0,
     ) -> tuple[list[Task], int]:
-        """Task states (no ``command``) of these statuses (None: any), as of now, ordered
-        by ``by`` (``created_at`` or ``updated_at``) then ``id``, at most ``limit`` (None:
+        """Tasks (no ``command``) of these statuses (None: any), as of now, ordered by
+        ``by`` (``created_at`` or ``updated_at``) then ``id``, at most ``limit`` (None:
         all of them); and how many matched."""
         self._settle()
-        return self.store.page(statuses, task_type, newest_first, limit, offset, by)
+        tasks, total = self.store.page(statuses, task_type, newest_first, limit, offset, by)
+        return [self._shown(task) for task in tasks], total
 
     def counts_by_status(self) -> dict[str, int]:
         self._settle()
@@ -250,21 +302,21 @@ class TaskService:
         task_types: list[str] | None = None,
         lease_seconds: int = DEFAULT_LEASE_SECONDS,
     ) -> Task | None:
-        """Claim the oldest pending task (of ``task_types``) for ``runner_id`` under a
-        lease; None if none is pending. A runner that holds a task already gets that task
-        again, so a claim repeated after a lost answer takes nothing more."""
+        """Claim the next pending task (of ``task_types``) for ``runner_id`` under a
+        lease: the highest priority, then the oldest, whose ``run_after`` has come and
+        whose caps leave room; None if there is none. A runner that holds a task already
+        gets that task again, so a claim repeated after a lost answer takes nothing more."""
         self._settle()
         with self.store.transaction() as tx:
             now = self.clock()
             held = tx.held_by(runner_id, now)
             if held is not None:
                 return self._with_command(held)
-            oldest = tx.oldest_pending(task_types)
-            if oldest is None:
+            task = next_claimable(tx, self._routing(), task_types, now)
+            if task is None:
                 return None
-            return self._write(tx, oldest, {"status": "running",
-                                            "attempts": oldest.get("attempts", 0) + 1,
-                                            **lease(runner_id, lease_seconds, now)}, now)
+            return self._write(tx, task, {"status": "running", **attempt(task, now),
+                                          **lease(runner_id, lease_seconds, now)}, now)
 
     def _write(
         self, tx: TaskTransaction, task: Task, fields: dict[str, Any], now: datetime
@@ -314,17 +366,59 @@ class TaskService:
 
     def report(
         self, task_id: str, runner_id: str, status: str, progress: Progress = NO_PROGRESS,
-        duration_seconds: float | None = None,
+        duration_seconds: float | None = None, retry: Retry | None = None,
     ) -> Task:
-        """What the runner's run of the task ended with: a final status (which records the
-        task's metric) or needs_decision with its prompt. The same report sent again, as
-        after a lost answer, changes nothing."""
+        """What the runner's run of the task ended with: an ended status (completed and
+        failed record the task's metric) or needs_decision with its prompt. A failure
+        with ``retry`` sends the task back to pending while attempts remain. The same
+        report sent again, as after a lost answer, changes nothing."""
         with self._open(task_id, runner_id) as (tx, task, now):
-            if (status == task["status"] in REPORTED_STATUSES
-                    and task.get("runner_id") == runner_id):
+            if self._repeated(task, runner_id, status):
                 return self._with_command(task)
+            if status == "failed" and retry is not None and self._retries(task):
+                return self._retry(tx, task, runner_id, retry, progress, now)
             return self._move(tx, task, status, progress, now, runner_id=runner_id,
                               duration_seconds=duration_seconds)
+
+    @staticmethod
+    def _repeated(task: Task, runner_id: str, status: str) -> bool:
+        """Whether the runner's report is one the task has taken already."""
+        if status == "failed" and is_retried_by(task, runner_id):
+            return True
+        return status == task["status"] in REPORTED_STATUSES and task.get(
+            "runner_id") == runner_id
+
+    def _retries(self, task: Task) -> bool:
+        """Whether a failure of the task now is retried (else it ends failed)."""
+        return "failed" in TRANSITIONS[task["status"]] and may_retry(
+            task, self._max_attempts(task))
+
+    def _retry(
+        self, tx: TaskTransaction, task: Task, runner_id: str, retry: Retry,
+        progress: Progress, now: datetime,
+    ) -> Task:
+        """Send the task back to pending after a failed attempt worth retrying; the
+        attempt's output goes to the log (and its end to ``last_error``), not to
+        ``output``."""
+        change = retry_change(task, self.route(task["task_type"]), retry, runner_id,
+                              progress.output, now)
+        note = retry_note(task.get("attempts", 0), self._max_attempts(task),
+                          change["run_after"])
+        logged = "".join(filter(None, (progress.log_append, progress.output, note)))
+        return self._save(tx, task, change,
+                          dataclasses.replace(progress, output=None, log_append=logged), now)
+
+    def cancel(self, task_id: str, reason: str | None = None) -> Task:
+        """A person cancels the task: a pending or needs_decision task ends cancelled at
+        once; a running one is marked ``cancel_requested`` for its runner to stop (it
+        sees that in the answer to its heartbeat, and reports cancelled)."""
+        with self._open(task_id, None) as (tx, task, now):
+            given = {} if reason is None else {"cancel_reason": reason}
+            if task["status"] == "running":
+                return self._write(tx, task, {"cancel_requested": True, **given}, now)
+            if task["status"] in ENDED_STATUSES:
+                raise IllegalTransition(f"Task {task_id} is {task['status']} already.")
+            return self._move(tx, task, "cancelled", NO_PROGRESS, now, fields=given)
 
     def transition(
         self, task_id: str, status: str, progress: Progress = NO_PROGRESS,
@@ -336,12 +430,17 @@ class TaskService:
             return self._move(tx, task, status, progress, now,
                               duration_seconds=duration_seconds)
 
-    def edit(self, task_id: str, progress: Progress) -> Task:
-        """A person changes the progress fields of a task not yet final."""
+    def edit(self, task_id: str, progress: Progress, priority: int | None = None) -> Task:
+        """A person changes the progress fields of a task that has not ended, or the
+        priority of a pending one."""
         with self._open(task_id, None) as (tx, task, now):
-            if task["status"] in FINAL_STATUSES:
+            if task["status"] in ENDED_STATUSES:
                 raise IllegalTransition(f"Task {task_id} is {task['status']} already.")
-            return self._save(tx, task, {}, progress, now)
+            if priority is not None and task["status"] != "pending":
+                raise IllegalTransition(f"Task {task_id} is {task['status']}: the priority "
+                                        "of a pending task only may change.")
+            return self._save(tx, task, {} if priority is None else {"priority": priority},
+                              progress, now)
 
     def answer(
         self, task_id: str, decision: str, progress: Progress = NO_PROGRESS, *,
@@ -375,24 +474,42 @@ class TaskService:
     def _move(
         self, tx: TaskTransaction, task: Task, status: str, progress: Progress,
         now: datetime, *, runner_id: str | None = None, duration_seconds: float | None = None,
+        fields: Mapping[str, Any] | None = None,
     ) -> Task:
-        """Move the task to ``status`` as :data:`TRANSITIONS` allows; a final status also
-        records the task's metric, in the same transaction."""
+        """Move the task to ``status`` as :data:`TRANSITIONS` allows, with ``fields``; a
+        final status also records the task's metric, in the same transaction. A task
+        someone asked to cancel ends cancelled rather than wait for a decision."""
         if status not in TRANSITIONS[task["status"]]:
             raise IllegalTransition(
                 f"Task {task['id']} cannot go from {task['status']} to {status}.")
         if status == "needs_decision" and progress.decision_prompt is None:
             raise InvalidTask("decision_prompt",
                               "A task goes to needs_decision with a decision_prompt.")
-        change = {"status": status, **transition_lease(task, status, runner_id, now)}
-        final = status in FINAL_STATUSES
-        if final:
-            change.update(recorded=False, duration_seconds=(
-                elapsed_seconds(task, now) if duration_seconds is None else duration_seconds))
+        if status == "needs_decision" and task.get("cancel_requested"):
+            status = "cancelled"
+        change = {"status": status, **transition_lease(task, status, runner_id, now),
+                  **(fields or {})}
+        if status in ENDED_STATUSES:
+            change.update(self._ending(task, status, progress, duration_seconds, now))
         changed = self._save(tx, task, change, progress, now)
-        if final:
+        if status in FINAL_STATUSES:
             self._record(tx, changed, now)
         return changed
+
+    @staticmethod
+    def _ending(
+        task: Task, status: str, progress: Progress, duration_seconds: float | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The fields a task's end sets: its duration (the last attempt's, unless given),
+        ``recorded`` false until its metric is written, and a failure's ``last_error``."""
+        change: dict[str, Any] = {"duration_seconds": elapsed_seconds(task, now)
+                                  if duration_seconds is None else duration_seconds}
+        if status in FINAL_STATUSES:
+            change["recorded"] = False
+        if status == "failed" and progress.output is not None:
+            change["last_error"] = last_error(progress.output)
+        return change
 
     def _save(
         self, tx: TaskTransaction, task: Task, change: dict[str, Any], progress: Progress,

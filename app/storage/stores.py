@@ -104,8 +104,21 @@ class TaskTransaction(Protocol):
     def held_by(self, runner_id: str, now: datetime) -> Task | None:
         """The oldest task ``runner_id`` holds under a live lease."""
 
-    def oldest_pending(self, task_types: list[str] | None) -> Task | None:
-        """The oldest pending task (of ``task_types``) that no other claimer is taking."""
+    def next_pending(self, task_types: list[str] | None, now: datetime,
+                     excluded_models: frozenset[str] = frozenset()) -> Task | None:
+        """The pending task a claim takes next, which no other claimer is taking: of
+        ``task_types`` (None: any), of no model in ``excluded_models``, whose ``run_after``
+        (if any) is not after ``now``; the highest ``priority`` (missing: 0), then the
+        oldest (``created_at``, then ``id``)."""
+
+    def running_count(self, models: list[str], now: datetime) -> int:
+        """How many tasks of these models are running under a live lease."""
+
+    def lock(self, keys: list[str], wait: bool = True) -> bool:
+        """Hold these keys until this transaction ends, once no other transaction holds
+        any of them: what makes a check of :meth:`running_count` and the claim after it
+        exact, while transactions of other keys go on. With ``wait`` false, False at
+        once (and nothing waited for) if another transaction holds one of them."""
 
     def expired(self, now: datetime, task_id: str | None = None) -> list[Task]:
         """Running tasks whose lease ran out by ``now`` (of one task, or of all)."""

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.storage.jsonl import checkpoint
+from app.storage.jsonl import checkpoint, metrics, tasks
 from app.storage.jsonl.log_reader import READ_CHUNK_BYTES, LogReader
 from app.storage.jsonl.metrics import JsonlMetricStore
 from app.storage.jsonl.tasks import JsonlTaskStore
@@ -20,6 +20,8 @@ from app.storage.metric_records import to_micros
 from tests.support import jsonl
 
 BASE = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+CHECKPOINT_KINDS = {"metrics": metrics.CHECKPOINT_KIND, "tasks": tasks.CHECKPOINT_KIND}
 
 
 def metric_line(number: int) -> dict:
@@ -64,7 +66,7 @@ def answers(kind: str, store) -> object:
     page = store.page(None, None, True, None)
     pending = store.page(("pending",), None, False, None)
     with store.transaction() as tx:
-        due = (tx.oldest_pending(None), tx.held_by("r", BASE),
+        due = (tx.next_pending(None, BASE), tx.held_by("r", BASE),
                tx.expired(BASE + timedelta(hours=2)), tx.unrecorded())
     return (page, pending, store.counts(), due,
             [store.get(f"task-{n}") for n in range(13)])
@@ -165,7 +167,7 @@ def test_a_store_with_a_checkpoint_reads_only_what_follows_it(
     append(path, jsonl(make_line(n) for n in range(300)))
     expected_before = answers(kind, make_store(path, 0))
     covered = path.stat().st_size
-    assert checkpoint.load(path, f"{kind}/1").position["offset"] == covered
+    assert checkpoint.load(path, CHECKPOINT_KINDS[kind]).position["offset"] == covered
     newer = [{**make_line(n), "task_id" if kind == "metrics" else "id": f"new-{n}"}
              for n in range(300, 330, 3)]  # new tasks (every third task line is whole)
     append(path, jsonl(newer))
@@ -207,7 +209,7 @@ def test_a_compaction_leaves_the_checkpoint_of_its_new_file(
 
     found = os.stat(path)
     assert found.st_size > READ_CHUNK_BYTES
-    saved = checkpoint.load(path, f"{kind}/1")
+    saved = checkpoint.load(path, CHECKPOINT_KINDS[kind])
     assert saved is not None
     assert saved.position["identity"] == [found.st_dev, found.st_ino]
     assert saved.position["offset"] == found.st_size

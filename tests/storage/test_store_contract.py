@@ -166,10 +166,124 @@ def test_the_oldest_pending_task_of_the_types_asked_is_offered(stores: Stores) -
     stores.tasks.insert(task("early-impl", created=1))
     stores.tasks.insert(task("done", status="completed", created=0))
     with stores.tasks.transaction() as tx:
-        assert tx.oldest_pending(None)["id"] == "early-impl"
-        assert tx.oldest_pending(["spec"])["id"] == "spec"
-        assert tx.oldest_pending(["spec", "impl"])["id"] == "early-impl"
-        assert tx.oldest_pending(["review"]) is None
+        assert tx.next_pending(None, NOW)["id"] == "early-impl"
+        assert tx.next_pending(["spec"], NOW)["id"] == "spec"
+        assert tx.next_pending(["spec", "impl"], NOW)["id"] == "early-impl"
+        assert tx.next_pending(["review"], NOW) is None
+
+
+def test_claims_go_by_priority_then_age_and_wait_for_run_after(stores: Stores) -> None:
+    stores.tasks.insert(task("old-low", created=0, priority=-5))
+    stores.tasks.insert(task("old-none", created=1))
+    stores.tasks.insert(task("new-high", created=5, priority=10))
+    stores.tasks.insert(task("urgent-later", created=0, priority=50, run_after=at(30)))
+    stores.tasks.insert(task("new-high-2", created=6, priority=10))
+    with stores.tasks.transaction() as tx:
+        assert tx.next_pending(None, NOW)["id"] == "new-high"
+        assert tx.next_pending(None, NOW + timedelta(minutes=30))["id"] == "urgent-later"
+        tx.save({"id": "new-high", "status": "running"})
+        assert tx.next_pending(None, NOW)["id"] == "new-high-2"
+        tx.save({"id": "new-high-2", "priority": -10})
+        assert tx.next_pending(None, NOW)["id"] == "old-none"
+        tx.save({"id": "urgent-later", "run_after": None})
+        assert tx.next_pending(None, NOW)["id"] == "urgent-later"
+    assert stores.tasks.get("new-high-2")["priority"] == -10
+
+
+def test_claims_skip_excluded_models(stores: Stores) -> None:
+    stores.tasks.insert(task("a", created=0, model="cloud/a"))
+    stores.tasks.insert(task("b", created=1, model="cloud/b"))
+    stores.tasks.insert(task("c", created=2, model="local/c", priority=-1))
+    with stores.tasks.transaction() as tx:
+        assert tx.next_pending(None, NOW, frozenset({"cloud/a"}))["id"] == "b"
+        assert tx.next_pending(None, NOW, frozenset({"cloud/a", "cloud/b"}))["id"] == "c"
+        assert tx.next_pending(None, NOW, frozenset({"cloud/a", "cloud/b", "local/c"})) is None
+        assert tx.next_pending(None, NOW, frozenset({"never/seen"}))["id"] == "a"
+
+
+def test_running_tasks_are_counted_per_model_under_live_leases(stores: Stores) -> None:
+    stores.tasks.insert({**running("a1", "r1", lease_ends=20), "model": "cloud/a"})
+    stores.tasks.insert({**running("a2", "r2", lease_ends=5), "model": "cloud/a"})
+    stores.tasks.insert({**running("b1", "r3", lease_ends=20), "model": "cloud/b"})
+    stores.tasks.insert(task("a3", model="cloud/a"))
+    now = NOW + timedelta(minutes=1)
+    with stores.tasks.transaction() as tx:
+        tx.lock(["model:cloud/a", "tier:cloud"])
+        assert tx.running_count(["cloud/a"], now) == 2
+        assert tx.running_count(["cloud/a", "cloud/b"], now) == 3
+        assert tx.running_count(["cloud/a"], NOW + timedelta(minutes=10)) == 1
+        assert tx.running_count(["nobody/runs"], now) == 0
+        tx.save({"id": "a3", "status": "running", "runner_id": "r4",
+                 "lease_expires_at": at(30)})
+        assert tx.running_count(["cloud/a"], now) == 3
+        tx.save({"id": "a1", "status": "cancelled", "runner_id": None,
+                 "lease_expires_at": None})
+        assert tx.running_count(["cloud/a"], now) == 2
+
+
+def test_a_lock_is_held_by_one_transaction_at_a_time(stores: Stores) -> None:
+    """The second holder of a key waits for the first transaction to end, and then
+    sees what it wrote."""
+    stores.tasks.insert(task("t1", model="cloud/a"))
+    other_tasks, _ = stores.reopen()
+    events: list[str] = []
+    first_holds = threading.Event()
+
+    def first() -> None:
+        with stores.tasks.transaction() as tx:
+            tx.lock(["model:cloud/a"])
+            first_holds.set()
+            threading.Event().wait(0.3)
+            tx.save({"id": "t1", "status": "running", "runner_id": "r1",
+                     "lease_expires_at": at(30)})
+            events.append("first saved")
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert first_holds.wait(10)
+    with other_tasks.transaction() as tx:
+        tx.lock(["model:cloud/a"])
+        events.append("second locked")
+        assert tx.running_count(["cloud/a"], NOW) == 1
+    holder.join()
+    assert events == ["first saved", "second locked"]
+
+
+def test_a_lock_another_transaction_holds_is_not_waited_for_when_asked_not_to(
+        stores: Stores) -> None:
+    """Without waiting, a key is had only once no other transaction holds it: on a store
+    whose transactions exclude each other whole, that is when the second one starts."""
+    other_tasks, _ = stores.reopen()
+    first_holds, first_ending = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with stores.tasks.transaction() as tx:
+            tx.lock(["model:cloud/a"])
+            first_holds.set()
+            threading.Event().wait(1)
+            first_ending.set()
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert first_holds.wait(10)
+    with other_tasks.transaction() as tx:
+        had = tx.lock(["model:cloud/a", "model:cloud/b"], wait=False)
+        assert had == first_ending.is_set()
+        assert tx.lock(["model:cloud/b"], wait=False)
+    holder.join()
+
+
+def test_a_cancelled_task_is_ended_and_compacted_like_other_ended_ones(stores: Stores) -> None:
+    stores.tasks.insert(task("old-cancelled", status="cancelled", updated=1))
+    stores.tasks.insert(task("new-cancelled", status="cancelled", created=1, updated=30))
+    assert stores.tasks.counts() == {"cancelled": 2}
+    assert ids(stores.tasks.page(("cancelled",), None, False, None)[0]) == [
+        "old-cancelled", "new-cancelled"]
+    with stores.tasks.transaction() as tx:
+        assert tx.next_pending(None, NOW) is None
+        assert tx.unrecorded() == []
+    _, dropped = stores.tasks.compact(NOW + timedelta(minutes=10))
+    assert dropped == {"old-cancelled"}
 
 
 def test_a_task_being_claimed_is_not_offered_to_another_claimer(stores: Stores) -> None:
@@ -183,7 +297,7 @@ def test_a_task_being_claimed_is_not_offered_to_another_claimer(stores: Stores) 
 
     def claim(store: TaskStore, runner_id: str, hold_seconds: float) -> None:
         with store.transaction() as tx:
-            offered = tx.oldest_pending(None)
+            offered = tx.next_pending(None, NOW)
             assert offered is not None
             tx.save({"id": offered["id"], "status": "running", "runner_id": runner_id})
             claimed[runner_id] = offered["id"]

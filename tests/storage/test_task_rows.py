@@ -38,17 +38,22 @@ close_times = st.builds(stamp, st.integers(0, 3), st.integers(0, 2))
 statuses = st.sampled_from([*STATUSES, "bogus", ["a", "list"]])
 task_types = st.sampled_from([*TASK_TYPES, "bogus", {"a": "dict"}])
 runners = st.sampled_from(["r1", "r2", None])
+models = st.sampled_from(["m", "n", "o"])
+priorities = st.one_of(st.integers(-2, 2), st.sampled_from([True, "high", 2**40]))
+run_afters = st.one_of(st.none(), times, st.just("soon"))
 whole = st.fixed_dictionaries(
     {"id": st.sampled_from(IDS), "direction": st.just("do it"), "task_type": task_types,
-     "status": statuses, "model": st.just("m"), "context": st.just({}),
+     "status": statuses, "model": models, "context": st.just({}),
      "created_at": close_times, "updated_at": close_times, "started_at": st.none()},
     optional={"runner_id": runners, "lease_expires_at": st.one_of(st.none(), times),
-              "recorded": st.booleans(), "command": st.just("old rendered command")})
+              "recorded": st.booleans(), "command": st.just("old rendered command"),
+              "priority": priorities, "run_after": run_afters})
 change = st.fixed_dictionaries(
     {"id": st.sampled_from(IDS)},
     optional={"status": statuses, "updated_at": times, "runner_id": runners,
               "lease_expires_at": st.one_of(st.none(), times), "recorded": st.booleans(),
-              "created_at": times, "task_type": task_types, "output": st.text(max_size=5)})
+              "created_at": times, "task_type": task_types, "output": st.text(max_size=5),
+              "priority": priorities, "run_after": run_afters, "model": models})
 junk = st.sampled_from([{"id": 5}, {"no": "id"}, {"id": ""}])
 lines = st.lists(st.one_of(whole, whole, change, change, change, junk), min_size=4, max_size=60)
 
@@ -67,6 +72,18 @@ def replay(stored: list[dict]) -> dict[str, dict]:
 def ordered(states, by: str, newest_first: bool) -> list[dict]:
     return sorted(states, key=lambda state: (micros(state[by]), state["id"]),
                   reverse=newest_first)
+
+
+def due(state: dict) -> bool:
+    return state.get("run_after") is None or micros(state["run_after"]) <= micros(
+        NOW.isoformat())
+
+
+def claim_order(states: list[dict]) -> list[dict]:
+    """Pending tasks due by NOW, as claims take them: highest priority, then oldest."""
+    return sorted((s for s in ordered(states, "created_at", False)
+                   if s["status"] == "pending" and due(s)),
+                  key=lambda state: -state.get("priority", 0))
 
 
 def leased(state: dict) -> bool:
@@ -115,9 +132,14 @@ def test_rows_answer_as_a_replay_of_every_line(tmp_path: Path, stored, cuts) -> 
     in_claim_order = ordered(states, "created_at", False)
     with store.transaction() as tx:
         for types in (None, ["impl"], ["spec", "test"]):
-            pending = [s for s in in_claim_order if s["status"] == "pending"
-                       and (not types or s["task_type"] in types)]
-            assert tx.oldest_pending(types) == (pending[0] if pending else None)
+            for excluded in (frozenset(), frozenset({"m"}), frozenset({"n", "o"})):
+                pending = [s for s in claim_order(states) if s["model"] not in excluded
+                           and (not types or s["task_type"] in types)]
+                assert tx.next_pending(types, NOW, excluded) == (
+                    pending[0] if pending else None)
+        for counted in (["m"], ["n", "o"]):
+            assert tx.running_count(counted, NOW) == sum(
+                leased(s) and not expired(s) and s["model"] in counted for s in states)
         for runner in ("r1", "r2"):
             held = [s for s in in_claim_order if leased(s) and not expired(s)
                     and s.get("runner_id") == runner]

@@ -2,13 +2,15 @@
 claiming and transitions look at, never a direction, an output or a context.
 
 Each task is a row, numbered in the order tasks first appear in the file, holding codes
-of its status and task type, ``updated_at`` in microseconds, the first 8 bytes of its id
-and the chain of its lines in the file (each line's offset and the line of the same
-task before it). Its whole state is read back from those lines when a response needs
-it. Rows are kept in claim order (``created_at``, then id) in one array, and the
-positions of pending tasks in a sorted array of their own, so a claim or a list of
-pending tasks never looks at final ones. Running tasks under a lease and final tasks
-whose metric record is not written are few; they are kept in a dict and a set.
+of its status, task type and model, its priority, ``updated_at`` and ``run_after`` in
+microseconds, the first 8 bytes of its id and the chain of its lines in the file (each
+line's offset and the line of the same task before it). Its whole state is read back
+from those lines when a response needs it. Rows are kept in ``created_at`` order (then
+id) in one array, and the positions of pending tasks in a sorted array of their own, so
+a claim or a list of pending tasks never looks at final ones (a claim weighs the pending
+tasks' priorities, delays and models in one numpy pass over them). Running tasks under a
+lease and final tasks whose metric record is not written are few; they are kept in a
+dict and a set.
 
 A line read from the file is taken as a line of a known task when the 64-bit hash of
 its id and the id's first 8 bytes match that task's (no file read per line); a lookup by
@@ -60,10 +62,13 @@ FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "updated_at": _is_time,
     "started_at": lambda value: value is None or _is_time(value),
     "lease_expires_at": lambda value: value is None or _is_time(value),
+    "run_after": lambda value: value is None or _is_time(value),
+    "priority": lambda value: type(value) is int and -2**31 <= value < 2**31,
     "context": lambda value: isinstance(value, dict),
 }
 REQUIRED_FIELDS = tuple(name for name in FIELD_CHECKS
-                        if name not in ("started_at", "lease_expires_at"))
+                        if name not in ("started_at", "lease_expires_at", "run_after",
+                                        "priority"))
 
 
 def is_task_change(line: dict[str, Any]) -> bool:
@@ -98,6 +103,11 @@ def _stored(line: dict[str, Any]) -> dict[str, Any]:
 
 def micros(stamp: str) -> int:
     return to_micros(parse_iso(stamp))
+
+
+def run_after_micros(stamp: str | None) -> int:
+    """``run_after`` in microseconds; 0 (long past) when there is none."""
+    return 0 if stamp is None else micros(stamp)
 
 
 def id_prefix(task_id: str) -> int:
@@ -143,6 +153,10 @@ class TaskRows:
         self._line_at = line_at
         self.status = Column(np.int8)
         self.task_type = Column(np.int8)
+        self.model = Column(np.int32)
+        """Codes of :attr:`models`."""
+        self.priority = Column(np.int32)
+        self.run_after_us = Column(np.int64)
         self.updated_us = Column(np.int64)
         self.prefix = Column(np.uint64)
         self.last_line = Column(np.int32)
@@ -160,6 +174,8 @@ class TaskRows:
         """Running tasks under a lease: their runner_id and lease_expires_at."""
         self.unrecorded: set[int] = set()
         """Final tasks whose metric record is not known to be written yet."""
+        self.models: list[str] = []
+        self._model_codes: dict[str, int] = {}
         self._rows = HashRuns()
         self._unplaced: dict[int, int] = {}
         """``created_at`` of rows made by the batch being taken, placed at its end."""
@@ -167,7 +183,8 @@ class TaskRows:
     def __len__(self) -> int:
         return self.status.size
 
-    ROW_COLUMNS = ("status", "task_type", "updated_us", "prefix", "last_line", "position")
+    ROW_COLUMNS = ("status", "task_type", "model", "priority", "run_after_us", "updated_us",
+                   "prefix", "last_line", "position")
     LINE_COLUMNS = ("line_offset", "line_before")
     ORDER_COLUMNS = ("order", "order_created")
 
@@ -180,7 +197,7 @@ class TaskRows:
                        "unrecorded": np.array(sorted(self.unrecorded), np.int64)})
         leases = [[row, lease["runner_id"], lease["lease_expires_at"]]
                   for row, lease in self.leases.items()]
-        return arrays, {"leases": leases}
+        return arrays, {"leases": leases, "models": self.models}
 
     @classmethod
     def restored(cls, line_at: LineAt, arrays: dict[str, np.ndarray], meta: dict[str, Any]
@@ -197,6 +214,8 @@ class TaskRows:
         rows.pending = arrays["pending"].astype(np.int64)
         rows._rows = HashRuns.restored(arrays["rows.keys"], arrays["rows.values"])
         rows.unrecorded = set(arrays["unrecorded"].tolist())
+        for model in meta["models"]:
+            rows.model_code(model)
         for row, runner_id, expires in meta["leases"]:
             rows._lease(int(row), {"runner_id": runner_id, "lease_expires_at": expires})
         return rows
@@ -259,9 +278,17 @@ class TaskRows:
                 continue
             state = merged_state(None, line)
             if state is not None:
-                row = batch.make(task_id, state, offset)
+                row = batch.make(task_id, state, offset, self.model_code(state["model"]))
                 self._track(batch, row, state, whole=True)
         self._write(batch)
+
+    def model_code(self, model: str) -> int:
+        """The code of ``model`` in :attr:`model` (a new one for a model not seen)."""
+        code = self._model_codes.get(model)
+        if code is None:
+            code = self._model_codes[model] = len(self.models)
+            self.models.append(model)
+        return code
 
     def _status_of(self, batch: _Batch, row: int) -> int:
         status = batch.status.get(row)
@@ -274,6 +301,12 @@ class TaskRows:
             batch.status[row] = STATUS_CODES[line["status"]]
         if "task_type" in line:
             batch.task_type[row] = TYPE_CODES[line["task_type"]]
+        if "model" in line:
+            batch.model[row] = self.model_code(line["model"])
+        if "priority" in line:
+            batch.priority[row] = line["priority"]
+        if "run_after" in line:
+            batch.run_after[row] = run_after_micros(line["run_after"])
         if "updated_at" in line:
             batch.updated[row] = micros(line["updated_at"])
         if "created_at" in line:
@@ -316,6 +349,9 @@ class TaskRows:
         made = range(batch.first_row, batch.first_row + len(batch.made))
         self.status.extend([batch.status.pop(row) for row in made])
         self.task_type.extend([batch.task_type.pop(row) for row in made])
+        self.model.extend([batch.model.pop(row) for row in made])
+        self.priority.extend([batch.priority.pop(row) for row in made])
+        self.run_after_us.extend([batch.run_after.pop(row) for row in made])
         self.updated_us.extend([batch.updated.pop(row) for row in made])
         self.prefix.extend(batch.prefixes)
         self.last_line.extend([batch.last.pop(row) for row in made])
@@ -323,6 +359,8 @@ class TaskRows:
         self.line_offset.extend(batch.line_offsets)
         self.line_before.extend(batch.line_befores)
         for column, changes in ((self.status, batch.status), (self.task_type, batch.task_type),
+                                (self.model, batch.model), (self.priority, batch.priority),
+                                (self.run_after_us, batch.run_after),
                                 (self.updated_us, batch.updated), (self.last_line, batch.last)):
             if changes:
                 column.values[list(changes)] = list(changes.values())
@@ -459,12 +497,29 @@ class TaskRows:
                         reverse=newest_first)
         return states[offset:end], len(updated)
 
-    def oldest_pending(self, task_types: list[str] | None) -> int | None:
+    def next_pending(self, task_types: list[str] | None, now: datetime,
+                     excluded_models: frozenset[str]) -> int | None:
+        """The pending row a claim takes: of these task types, of no excluded model, due
+        by ``now``; the highest priority, then the first in ``created_at`` order."""
         rows = self.order.values[self.pending]
         if task_types:
             rows = rows[np.isin(self.task_type.values[rows],
                                 [TYPE_CODES[task_type] for task_type in task_types])]
-        return int(rows[0]) if len(rows) else None
+        rows = rows[self.run_after_us.values[rows] <= to_micros(now)]
+        excluded = [self._model_codes[model] for model in excluded_models
+                    if model in self._model_codes]
+        if excluded:
+            rows = rows[~np.isin(self.model.values[rows], excluded)]
+        if not len(rows):
+            return None
+        return int(rows[int(np.argmax(self.priority.values[rows]))])
+
+    def running_count(self, models: list[str], now: datetime) -> int:
+        """Leased rows of these models whose lease runs past ``now``."""
+        codes = {self._model_codes[model] for model in models if model in self._model_codes}
+        now_us = to_micros(now)
+        return sum(1 for row, lease in self.leases.items()
+                   if lease["expires_us"] > now_us and int(self.model.values[row]) in codes)
 
     def held_by(self, runner_id: str, now: datetime) -> int | None:
         now_us = to_micros(now)
@@ -493,6 +548,9 @@ class _Batch:
         self.prefixes: list[int] = []
         self.status: dict[int, int] = {}
         self.task_type: dict[int, int] = {}
+        self.model: dict[int, int] = {}
+        self.priority: dict[int, int] = {}
+        self.run_after: dict[int, int] = {}
         self.updated: dict[int, int] = {}
         self.created: dict[int, int] = {}
         self.last: dict[int, int] = {}
@@ -508,11 +566,14 @@ class _Batch:
         self.line_befores.append(before)
         self.touched.add(row)
 
-    def make(self, task_id: str, state: Task, offset: int) -> int:
+    def make(self, task_id: str, state: Task, offset: int, model: int) -> int:
         row = self.made[task_id] = self.first_row + len(self.made)
         self.prefixes.append(id_prefix(task_id))
         self.status[row] = STATUS_CODES[state["status"]]
         self.task_type[row] = TYPE_CODES[state["task_type"]]
+        self.model[row] = model
+        self.priority[row] = state.get("priority", 0)
+        self.run_after[row] = run_after_micros(state.get("run_after"))
         self.updated[row] = micros(state["updated_at"])
         self.created[row] = micros(state["created_at"])
         self.add_line(row, offset, -1)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app.clock import parse_iso
-from app.models.metrics import FINAL_STATUSES
+from app.models.agent import ENDED_STATUSES
 from app.storage.jsonl.checkpoint import (
     CHECKPOINT_BYTES,
     Checkpoint,
@@ -35,7 +35,7 @@ from app.storage.stores import MetricStore, Task, TaskExists, check_order
 from app.storage.jsonl.task_logs import TaskLogs
 from app.storage.jsonl.task_rows import TaskRows, merged_state
 
-CHECKPOINT_KIND = "tasks/1"
+CHECKPOINT_KIND = "tasks/2"
 
 
 class JsonlTaskStore(CheckpointedStore):
@@ -153,7 +153,7 @@ class JsonlTaskStore(CheckpointedStore):
                 report.superseded += state["id"] in latest
                 latest[state["id"]] = state
             for state in latest.values():
-                if state["status"] not in FINAL_STATUSES or state.get("recorded") is False:
+                if state["status"] not in ENDED_STATUSES or state.get("recorded") is False:
                     report.kept += 1
                     yield state
                     continue
@@ -203,9 +203,18 @@ class JsonlTransaction:
         row = self.store.rows.held_by(runner_id, now)
         return None if row is None else self.store.rows.state(row)
 
-    def oldest_pending(self, task_types: list[str] | None) -> Task | None:
-        row = self.store.rows.oldest_pending(task_types)
+    def next_pending(self, task_types: list[str] | None, now: datetime,
+                     excluded_models: frozenset[str] = frozenset()) -> Task | None:
+        row = self.store.rows.next_pending(task_types, now, excluded_models)
         return None if row is None else self.store.rows.state(row)
+
+    def running_count(self, models: list[str], now: datetime) -> int:
+        return self.store.rows.running_count(models, now)
+
+    def lock(self, keys: list[str], wait: bool = True) -> bool:
+        """Nothing to take: the transaction holds the store's lock, which every other
+        writer waits for."""
+        return True
 
     def expired(self, now: datetime, task_id: str | None = None) -> list[Task]:
         rows = self.store.rows

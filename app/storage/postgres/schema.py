@@ -61,6 +61,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX tasks_by_status_updated ON tasks (status, updated_at, id);
     """,
+    # 3: claims by priority, not before run_after, capped per model: the columns they
+    # look at, filled in from the stored states (tasks stored before have priority 0).
+    """
+    ALTER TABLE tasks ADD COLUMN priority integer NOT NULL DEFAULT 0,
+                      ADD COLUMN run_after timestamptz,
+                      ADD COLUMN model text;
+    UPDATE tasks SET priority = COALESCE((state->>'priority')::integer, 0),
+                     run_after = (state->>'run_after')::timestamptz,
+                     model = state->>'model';
+    CREATE INDEX tasks_claim_order ON tasks (priority DESC, created_at, id)
+        WHERE status = 'pending';
+    CREATE INDEX tasks_running_models ON tasks (model) WHERE status = 'running';
+    """,
 )
 LATEST = len(MIGRATIONS)
 

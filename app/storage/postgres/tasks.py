@@ -16,17 +16,19 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Json
 
-from app.models.metrics import FINAL_STATUSES
+from app.models.agent import ENDED_STATUSES
 from app.storage.postgres.database import PostgresDatabase, only_row
 from app.storage.postgres.metrics import insert_record
 from app.storage.stores import MAX_LOG_BYTES, CompactionReport, Task, TaskExists, check_order
 
 ROW_FIELDS = ("status", "task_type", "created_at", "updated_at", "runner_id",
-              "lease_expires_at", "recorded")
+              "lease_expires_at", "recorded", "priority", "run_after", "model")
+ROW_DEFAULTS = {"priority": 0}
+"""What a column holds for a state without the field (stored by an earlier version)."""
 
 
 def row_values(state: Task) -> tuple[Any, ...]:
-    return (*(state.get(name) for name in ROW_FIELDS), Json(state))
+    return (*(state.get(name, ROW_DEFAULTS.get(name)) for name in ROW_FIELDS), Json(state))
 
 
 def _states(cursor: psycopg.Cursor[Any]) -> list[Task]:
@@ -103,7 +105,7 @@ class PostgresTaskStore:
         with self.database.connection() as conn:
             dropped = {task_id for task_id, in conn.execute(
                 "DELETE FROM tasks WHERE status = ANY(%s) AND recorded IS DISTINCT FROM false "
-                "AND updated_at < %s RETURNING id", (list(FINAL_STATUSES), oldest))}
+                "AND updated_at < %s RETURNING id", (list(ENDED_STATUSES), oldest))}
             conn.execute("DELETE FROM task_logs WHERE task_id = ANY(%s)", (list(dropped),))
             report.expired = len(dropped)
             report.kept, = only_row(conn.execute("SELECT count(*) FROM tasks"))
@@ -162,12 +164,32 @@ class PostgresTransaction:
                AND lease_expires_at > %s ORDER BY created_at, id LIMIT 1 FOR UPDATE""",
             (runner_id, now))))
 
-    def oldest_pending(self, task_types: list[str] | None) -> Task | None:
+    def next_pending(self, task_types: list[str] | None, now: datetime,
+                     excluded_models: frozenset[str] = frozenset()) -> Task | None:
         return self._hold(_one(self.conn.execute(
             """SELECT state FROM tasks WHERE status = 'pending'
                AND (%(types)s::text[] IS NULL OR task_type = ANY(%(types)s))
-               ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED""",
-            {"types": task_types or None})))
+               AND (run_after IS NULL OR run_after <= %(now)s)
+               AND model <> ALL(%(excluded)s::text[])
+               ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED""",
+            {"types": task_types or None, "now": now, "excluded": sorted(excluded_models)})))
+
+    def running_count(self, models: list[str], now: datetime) -> int:
+        count, = only_row(self.conn.execute(
+            """SELECT count(*) FROM tasks WHERE status = 'running' AND model = ANY(%s)
+               AND lease_expires_at > %s""", (models, now)))
+        return int(count)
+
+    def lock(self, keys: list[str], wait: bool = True) -> bool:
+        """Transaction-level advisory locks, taken in one order."""
+        for key in sorted(set(keys)):
+            if wait:
+                self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                  (key,))
+            elif not only_row(self.conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (key,)))[0]:
+                return False
+        return True
 
     def expired(self, now: datetime, task_id: str | None = None) -> list[Task]:
         return self._hold_all(_states(self.conn.execute(

@@ -2,16 +2,20 @@
 
 The functions turn numbers into shapes (rectangles, polylines, ticks) in SVG user units;
 ``templates/dashboard.html`` only draws them. Nothing here divides by a count that can be
-zero: an empty series draws an empty frame.
+zero: an empty series draws an empty frame. The page's durations and times are written
+by :func:`format_seconds` and :func:`format_time`, and the line shown of an output by
+:func:`last_line`.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
+
+from app.clock import parse_iso
 
 Point = dict[str, Any]
 """One bucket of ``metrics_series.timeseries``."""
@@ -20,6 +24,8 @@ Format = Callable[[float], str]
 WIDTH, HEIGHT = 600, 220
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 30
 MAX_X_LABELS = 6
+BAR_LABEL_ROOM = 48
+"""Room right of the longest horizontal bar for the count written after it."""
 Y_STEPS = 4
 DURATION_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 150, 300, 600, 900, 1800, 3600, 7200, 10800,
                   21600, 43200, 86400)
@@ -89,6 +95,17 @@ def format_seconds(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.3g}m"
     return f"{seconds / 3600:.3g}h"
+
+
+def format_time(stamp: str) -> str:
+    """A stored time for a table, to the minute in UTC: ``Mar 01 14:05``."""
+    return parse_iso(stamp).astimezone(timezone.utc).strftime("%b %d %H:%M")
+
+
+def last_line(text: str | None) -> str:
+    """The last line of an output that is not blank, where a failure usually says why."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def nice_step(largest: float) -> float:
@@ -181,9 +198,10 @@ def duration_chart(series: list[Point], bucket: str) -> Chart:
 
 
 def queue_chart(counts: dict[str, int], statuses: tuple[str, ...]) -> Chart:
-    """Tasks per current status, as horizontal bars."""
+    """How many tasks are in each of ``statuses`` (names of parts of the queue, keys of
+    ``counts``), as horizontal bars, each with its count after it."""
     chart = Chart(css_id="queue", legend=[], grid="x", height=36 * len(statuses) + 28,
-                  left=120, bottom=36 * len(statuses) + 8)
+                  left=120, right=WIDTH - BAR_LABEL_ROOM, bottom=36 * len(statuses) + 8)
     step = nice_step(max((counts[s] for s in statuses), default=0))
     top_value = step * Y_STEPS
     span = chart.right - chart.left

@@ -8,7 +8,8 @@ before forking), the first GET after it, warm GETs over HTTP and resident memory
 worker, and prints one table with the ratios. Then the other modes, each with its own
 table: record_task from several processes with the store's lock and with a bare flock
 (:mod:`bench.bench_lock`), the task store (:mod:`bench.bench_tasks`), start-up with and
-without checkpoints (:mod:`bench.bench_startup`) and PostgreSQL (:mod:`bench.bench_postgres`).
+without checkpoints (:mod:`bench.bench_startup`), claims with priorities, delays and caps
+on both backends (:mod:`bench.bench_claims`) and PostgreSQL (:mod:`bench.bench_postgres`).
 
     make bench                      # or: python -m bench.bench_metrics --records 200000
 """
@@ -25,7 +26,7 @@ import requests
 
 from app.services.metrics_service import MetricsService
 from app.storage.jsonl.metrics import JsonlMetricStore
-from bench import bench_postgres, bench_startup, bench_tasks
+from bench import bench_claims, bench_postgres, bench_startup, bench_tasks
 from bench.bench_lock import measure_locks, print_lock_table
 from bench.full_rescan import full_rescan
 from bench.store import write_store
@@ -80,7 +81,9 @@ def main() -> None:
                         help="only the metrics table (none of the other modes)")
     parser.add_argument("--skip-postgres", action="store_true",
                         help="skip the PostgreSQL part (bench_postgres; its --pg-* options "
-                             "are passed on to it)")
+                             "are passed on to it), and bench_claims on PostgreSQL")
+    parser.add_argument("--skip-claims", action="store_true",
+                        help="skip bench_claims (claims with priorities, delays and caps)")
     args, postgres_args = parser.parse_known_args()
 
     with tempfile.TemporaryDirectory(prefix="metrics-bench-") as folder:
@@ -131,6 +134,9 @@ def main() -> None:
     bench_tasks.main([])
     print()
     bench_startup.main([])
+    if not args.skip_claims:
+        print()
+        bench_claims.main(["--backend", "jsonl"] if args.skip_postgres else [])
     if not args.skip_postgres:
         bench_postgres.main(postgres_args)
 

@@ -114,25 +114,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_records(folder: Path, url: str, count: int, days: float,
-                 window_days: int) -> dict[str, float]:
-    """Generate the records into a JSONL file, copy them in, and VACUUM ANALYZE the table
-    (the state a table reaches once autovacuum has been by); seconds per step."""
-    source = folder / "load"
-    source.mkdir()
-    window_edge = window_days * 86400
-    generated, _ = timed(lambda: write_store(source / "metrics.jsonl", count, days,
-                                             quiet=(window_edge - 3600, window_edge)))
+def throwaway_cluster(cleanup: ExitStack, bin_dir: Path, prefix: str
+                      ) -> tuple[Path, PostgresServer]:
+    """A new folder holding a PostgreSQL cluster of its own, started; both go when
+    ``cleanup`` closes."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+    folder.chmod(0o755)  # PostgreSQL may run as another user (when this runs as root)
+    return folder, cleanup.enter_context(PostgresServer(bin_dir, parent=folder))
+
+
+def cluster_note(url: str) -> str:
+    """The server's version and what makes the cluster unlike a production one."""
+    with psycopg.connect(url) as conn:
+        version, = conn.execute("SHOW server_version").fetchone()
+    settings = ", ".join(f"{name}={SETTINGS[name]}" for name in ("fsync", "full_page_writes"))
+    return (f"PostgreSQL {version}, a throw-away cluster with {settings}: "
+            "durability is not measured")
+
+
+def copy_folder(source: Path, url: str, store: str, count: int, table: str
+                ) -> tuple[float, float]:
+    """``copy_stores`` of the folder ``source`` into the database at ``url`` (what
+    ``flask store copy`` runs), which must copy ``count`` rows of ``store``, then VACUUM
+    ANALYZE ``table`` (the state a table reaches once autovacuum has been by); seconds
+    of each."""
     database = PostgresDatabase(url)
     try:
         copied, counts = timed(lambda: copy_stores(source, database))
     finally:
         database.close()
-    shutil.rmtree(source)
-    if counts.copied.get("metrics") != count:
-        raise RuntimeError(f"copy_stores copied {counts.summary()}, expected {count} records")
+    if counts.copied.get(store) != count:
+        raise RuntimeError(f"copy_stores copied {counts.summary()}, expected {count} {store}")
     with psycopg.connect(url, autocommit=True) as conn:
-        vacuumed, _ = timed(lambda: conn.execute("VACUUM ANALYZE metric_records"))
+        vacuumed, _ = timed(lambda: conn.execute(f"VACUUM ANALYZE {table}"))
+    return copied, vacuumed
+
+
+def load_records(folder: Path, url: str, count: int, days: float,
+                 window_days: int) -> dict[str, float]:
+    """Generate the records into a JSONL file, copy them in, and VACUUM ANALYZE the table;
+    seconds per step."""
+    source = folder / "load"
+    source.mkdir()
+    window_edge = window_days * 86400
+    generated, _ = timed(lambda: write_store(source / "metrics.jsonl", count, days,
+                                             quiet=(window_edge - 3600, window_edge)))
+    copied, vacuumed = copy_folder(source, url, "metrics", count, "metric_records")
+    shutil.rmtree(source)
     return {"generated": generated, "copied": copied, "vacuumed": vacuumed}
 
 
@@ -325,8 +354,9 @@ def measure_pipeline(folder: Path, url: str, servers: list[GunicornServer],
             "statuses": statuses, "claims": claims}
 
 
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows of cells (the first row the header), in columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
@@ -344,16 +374,9 @@ def main(argv: list[str] | None = None) -> None:
                          "or skip this part (bench_metrics --skip-postgres)")
     began = time.perf_counter()
     with ExitStack() as cleanup:
-        folder = Path(tempfile.mkdtemp(prefix="bench-postgres-"))
-        cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
-        folder.chmod(0o755)  # PostgreSQL may run as another user (when this runs as root)
-        postgres = cleanup.enter_context(PostgresServer(bin_dir, parent=folder))
+        folder, postgres = throwaway_cluster(cleanup, bin_dir, "bench-postgres-")
         url = postgres.create_database("agent_bench")
-        with psycopg.connect(url) as conn:
-            version, = conn.execute("SHOW server_version").fetchone()
-        settings = ", ".join(f"{name}={SETTINGS[name]}" for name in ("fsync", "full_page_writes"))
-        print(f"PostgreSQL {version}, a throw-away cluster with {settings}: "
-              f"durability is not measured; load average {os.getloadavg()[0]:.1f} at start "
+        print(f"{cluster_note(url)}; load average {os.getloadavg()[0]:.1f} at start "
               f"({os.cpu_count()} CPUs)", flush=True)
 
         load = load_records(folder, url, args.pg_records, args.pg_days, args.pg_window_days)

@@ -41,14 +41,26 @@ def _stamp(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-def write_task_store(path: Path, count: int, output_bytes: int, seed: int = 11) -> dict:
-    """``count`` tasks created over the last 30 days, in time order; returns what the
-    store should answer (pending ids oldest first, total)."""
+FirstLine = Callable[[dict[str, Any], str], dict[str, Any]]
+"""Given a generated task's first line and what the task becomes (``"final"``,
+``"pending"`` or ``"running"``), the first line to write instead: how a caller gives
+tasks other fields (priority, run_after, model, ...) and learns what it gave them."""
+
+
+def write_task_store(path: Path, count: int, output_bytes: int, seed: int = 11, *,
+                     pending: int | None = None, first_line: FirstLine | None = None) -> dict:
+    """``count`` tasks created over the last 30 days, in time order: the newest
+    ``pending`` (default 1%) pending, the 0.1% created just before them running under a
+    lease of a day, the others final. Returns what the store should answer (pending ids
+    oldest first, total)."""
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
     first = now - timedelta(days=30)
     step = timedelta(days=30) / count
-    pending: list[str] = []
+    # Kept as the float bounds they always were, so the default store stays the same.
+    first_pending = count * 0.99 if pending is None else count - pending
+    first_running = count * 0.989 if pending is None else first_pending - count // 1000
+    pending_ids: list[str] = []
     output = ("x" * 63 + "\n") * (output_bytes // 64)
     with open(path, "wb") as out:
         for start in range(0, count, BLOCK):
@@ -56,19 +68,23 @@ def write_task_store(path: Path, count: int, output_bytes: int, seed: int = 11) 
             for n in range(start, min(start + BLOCK, count)):
                 created = first + n * step
                 block.append((uuid.UUID(int=rng.getrandbits(128)).hex, created,
-                              n >= count * 0.99, count * 0.989 <= n < count * 0.99))
+                              n >= first_pending, first_running <= n < first_pending))
             lines: list[dict[str, Any]] = []
-            for task_id, created, _, _ in block:
-                lines.append({
+            for task_id, created, waiting, running in block:
+                line = {
                     "id": task_id, "direction": f"Write the tests for module {task_id[:6]}",
                     "task_type": TASK_TYPES[int(task_id[:2], 16) % 5], "status": "pending",
                     "model": "cursor/auto", "context": {}, "output": None,
                     "created_at": _stamp(created), "updated_at": _stamp(created),
                     "started_at": None, "duration_seconds": None, "runner_id": None,
-                    "lease_expires_at": None, "attempts": 0})
+                    "lease_expires_at": None, "attempts": 0}
+                if first_line is not None:
+                    line = first_line(
+                        line, "pending" if waiting else "running" if running else "final")
+                lines.append(line)
             for task_id, created, waiting, running in block:
                 if waiting:
-                    pending.append(task_id)
+                    pending_ids.append(task_id)
                     continue
                 started = created + timedelta(seconds=1)
                 lines.append({"id": task_id, "updated_at": _stamp(started),
@@ -86,7 +102,7 @@ def write_task_store(path: Path, count: int, output_bytes: int, seed: int = 11) 
                               "duration_seconds": 29.0})
                 lines.append({"id": task_id, "recorded": True})
             out.write(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-    return {"pending": pending, "total": count}
+    return {"pending": pending_ids, "total": count}
 
 
 def plain_replay(path: Path) -> int:
@@ -102,9 +118,11 @@ def plain_replay(path: Path) -> int:
 PENDING_LIST = "/tasks?status=pending&limit=20&order=oldest"
 
 
-def start_until_answered(logs_dir: Path, path: str) -> tuple[float, GunicornServer]:
-    """Start gunicorn (2 workers) on ``logs_dir``; seconds until it answers ``path``."""
-    server = GunicornServer(logs_dir, env={"GUNICORN_CMD_ARGS": "--timeout 600"})
+def start_until_answered(logs_dir: Path, path: str, env: dict[str, str] | None = None
+                         ) -> tuple[float, GunicornServer]:
+    """Start gunicorn (2 workers) on ``logs_dir`` with ``env`` added to its environment;
+    seconds until it answers ``path``."""
+    server = GunicornServer(logs_dir, env={"GUNICORN_CMD_ARGS": "--timeout 600", **(env or {})})
     began = time.perf_counter()
     server.start(timeout=600)
     requests.get(f"{server.base_url}/api/agent{path}", timeout=600).raise_for_status()

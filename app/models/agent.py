@@ -272,7 +272,7 @@ class TaskCountSchema(Schema):
 ATTENTION_OUTPUT_CHARS = 4000
 
 
-def _attempts() -> fields.Integer:
+def _attempts_shown() -> fields.Integer:
     return fields.Integer(required=True, dump_default=0, metadata={
         "description": "How many times it was claimed."})
 
@@ -284,7 +284,7 @@ def _max_attempts_shown() -> fields.Integer:
 
 class AttentionTaskSchema(TaskSummarySchema):
     decision_prompt = fields.String(allow_none=True, dump_default=None)
-    attempts = _attempts()
+    attempts = _attempts_shown()
     max_attempts = _max_attempts_shown()
     last_error = fields.String(allow_none=True, required=True, dump_default=None, metadata={
         "description": f"The last {LAST_ERROR_CHARS} characters of the output of its last "
@@ -327,7 +327,7 @@ class WaitingTaskSchema(TaskSummarySchema):
 class ScheduledTaskSchema(TaskSummarySchema):
     starts_in_seconds = fields.Float(required=True, metadata={
         "description": "Seconds until its run_after, when it may be claimed."})
-    attempts = _attempts()
+    attempts = _attempts_shown()
     max_attempts = _max_attempts_shown()
 
 

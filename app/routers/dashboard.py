@@ -4,14 +4,18 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from app import charts
-from app.models.agent import PipelineStatusSchema
-from app.models.metrics import BUCKETS, QUEUE_STATUSES
+from app.models.agent import AttentionListSchema, PipelineStatusSchema
+from app.models.metrics import BUCKETS
 from app.routers.common import services, timeseries_query
 from app.services.metrics_series import service_timeseries
-from app.services.pipeline_status import pipeline_status
+from app.services.pipeline_status import attention, pipeline_status
 
 bp = Blueprint("dashboard", __name__)
 WINDOW_CHOICES = (1, 7, 30)
+QUEUE_BARS = ("waiting", "scheduled", "running", "needs_decision")
+"""The parts of the queue charted; cancelled tasks are counted beside the chart."""
+TASKS_SHOWN = 10
+"""Rows of each list of tasks on the page."""
 
 
 @bp.get("/dashboard")
@@ -20,6 +24,7 @@ def dashboard() -> str:
     metrics, tasks = services().metrics, services().tasks
     series = service_timeseries(metrics, window_days, bucket)
     aggregates = metrics.get_aggregates(window_days)
+    pipeline = PipelineStatusSchema().dump(pipeline_status(tasks, metrics))
     return render_template(
         "dashboard.html",
         window_days=window_days,
@@ -33,7 +38,11 @@ def dashboard() -> str:
         finished=charts.finished_chart(series, bucket),
         success=charts.success_chart(series, bucket),
         durations=charts.duration_chart(series, bucket),
-        queue=charts.queue_chart(tasks.counts_by_status(), QUEUE_STATUSES),
-        pipeline=PipelineStatusSchema().dump(pipeline_status(tasks, metrics)),
+        queue=charts.queue_chart(pipeline["queue"], QUEUE_BARS),
+        pipeline=pipeline,
+        needing=AttentionListSchema().dump(attention(tasks, TASKS_SHOWN)),
+        shown=TASKS_SHOWN,
         format_seconds=charts.format_seconds,
+        format_time=charts.format_time,
+        last_line=charts.last_line,
     )

@@ -4,9 +4,10 @@ It needs nothing of the service but its API, and imports nothing of it: it is in
 without the service's dependencies (only ``requests``), and what it shares with the
 service is in :mod:`app.api_limits` and :mod:`app.shared_settings`. ``api`` talks to the
 service; ``worker`` claims and runs tasks, with ``execution`` (one command), ``output``
-and ``task_log`` (where its output goes), ``heartbeat`` (the lease while it runs) and
-``conventions`` (what the output may ask for); ``reports`` and ``outbox`` deliver the
-results; ``folder`` is the runner's own folder and ``settings`` what it reads from the
+and ``task_log`` (where its output goes), ``heartbeat`` (the lease while it runs, and
+requests to cancel), ``conventions`` (what the output and the exit status may ask for)
+and ``outcome`` (how a run ended: the final report); ``reports`` and ``outbox`` deliver
+the results; ``folder`` is the runner's own folder and ``settings`` what it reads from the
 environment. ``cli`` is the command line around them (``agent-runner``, or
 ``scripts/agent_runner.py`` in the project).
 """

@@ -133,15 +133,17 @@ class TaskApi:
             raise self._fail("claiming a task", response)
         return self._json("claiming a task", response)
 
-    def heartbeat(self, task_id: str, body: dict[str, Any]) -> bool:
-        """Renew the lease, sending ``body`` (progress, output); False if another runner
+    def heartbeat(self, task_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Renew the lease, sending ``body`` (progress, output): the task as the service
+        has it now (``cancel_requested`` among its fields), or None if another runner
         holds the task now (``409``)."""
+        what = f"heartbeat of task {task_id}"
         response = self._send("PATCH", f"/tasks/{task_id}", body)
         if response.status_code == 409:
-            return False
+            return None
         if response.status_code != 200:
-            raise self._fail(f"heartbeat of task {task_id}", response)
-        return True
+            raise self._fail(what, response)
+        return self._json(what, response)
 
     def report(self, task_id: str, body: dict[str, Any]) -> None:
         """Deliver a final report.

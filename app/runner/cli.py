@@ -19,6 +19,7 @@ from types import FrameType
 from app.api_limits import DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS, MIN_LEASE_SECONDS
 from app.runner.api import ApiError, TaskApi
 from app.runner.folder import RunnerFolder
+from app.runner.heartbeat import MAX_INTERVAL_SECONDS
 from app.runner.outbox import Outbox
 from app.runner.reports import Reports
 from app.runner.settings import api_url, positive_seconds, runner_from_env
@@ -58,7 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         metavar="S", help=f"how long a claim holds without a heartbeat, "
                                           f"{MIN_LEASE_SECONDS}-{MAX_LEASE_SECONDS} "
                                           f"(default {DEFAULT_LEASE_SECONDS}); "
-                                          "heartbeats go every third of it")
+                                          "heartbeats go every third of it, at most "
+                                          f"{MAX_INTERVAL_SECONDS:g} s apart")
     parser.add_argument("--report-wait", type=positive_seconds, default=30.0,
                         metavar="S", help="with --once, how long undelivered reports are "
                                           "retried before exiting 1 (default 30)")
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(api, reports, folder, RunSettings(
         workdir=settings.workdir, timeout=args.timeout or settings.task_timeout,
         lease_seconds=args.lease_seconds, log_max_bytes=settings.task_log_max_bytes,
+        cancel_grace=settings.cancel_grace_seconds,
     ), workers=args.workers)
     received = stop_on_signals(runner)
     reports.replay()

@@ -1,9 +1,13 @@
-"""What a command may tell the runner through its output.
+"""What a command may tell the runner through its output and its exit status.
 
 - A line ``::progress:: <pct> <step text>`` sets the task's ``progress_pct`` (a number
   from 0 to 100) and ``current_step`` (the rest of the line, at most 500 characters),
   sent with the next heartbeat. A line whose number does not parse, or is out of range,
   is ordinary output.
+- A line ``::retry-after:: <seconds>`` (a number from 0 to ``MAX_RETRY_AFTER_SECONDS``,
+  nothing after it) makes a failure worth retrying, not before that many seconds; the
+  last such line counts, and one that does not parse is ordinary output. Exit status
+  ``EX_TEMPFAIL`` (75) makes a failure worth retrying too, after the service's backoff.
 - If the last non-empty line of the output is ``::needs-decision:: <question>``, the task
   ends ``needs_decision`` with that question as its ``decision_prompt``, whatever the
   command's exit status; the decision a person gives comes back in ``AGENT_DECISION``
@@ -11,15 +15,19 @@
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from app.api_limits import MAX_DIRECTION_CHARS, MAX_STEP_CHARS
 
-PROGRESS_MARK = b"::progress::"
+MARK = b"::"
+"""How the lines :func:`parse_line` reads begin: no other line needs decoding."""
+EX_TEMPFAIL = 75
+"""The exit status (``sysexits.h``) of a temporary failure: worth retrying."""
+MAX_RETRY_AFTER_SECONDS = 1e8
+"""The longest retry delay the service takes (about three years)."""
 
-_PROGRESS = re.compile(r"::progress::[ \t]+(\S+)[ \t]*(.*)")
+_MARKED = re.compile(r"::(progress|retry-after)::[ \t]+(\S+)[ \t]*(.*)")
 _DECISION = re.compile(r"::needs-decision::[ \t]+(.*\S)")
 
 
@@ -29,18 +37,26 @@ class Progress:
     step: str
 
 
-def parse_progress(line: str) -> Progress | None:
-    """The progress a line of output announces, if it is a progress line."""
-    found = _PROGRESS.fullmatch(line.rstrip("\r\n"))
+@dataclass(frozen=True)
+class RetryAfter:
+    seconds: float
+
+
+def parse_line(line: str) -> Progress | RetryAfter | None:
+    """What a line of output tells the runner while the command runs, if anything."""
+    found = _MARKED.fullmatch(line.rstrip("\r\n"))
     if found is None:
         return None
+    mark, number, rest = found.groups()
     try:
-        pct = float(found.group(1))
+        value = float(number)
     except ValueError:
         return None
-    if not (math.isfinite(pct) and 0 <= pct <= 100):
+    if mark == "progress":
+        return Progress(value, rest.strip()[:MAX_STEP_CHARS]) if 0 <= value <= 100 else None
+    if rest.strip() or not 0 <= value <= MAX_RETRY_AFTER_SECONDS:
         return None
-    return Progress(pct, found.group(2).strip()[:MAX_STEP_CHARS])
+    return RetryAfter(value)
 
 
 def decision_prompt(output: str) -> str | None:

@@ -3,11 +3,13 @@
 The command is split with ``shlex`` into an argv list and started without a shell, in a
 new session (so its own process group), with stdout and stderr going into one pipe that
 the runner reads as the command runs (into a :class:`TaskOutput`). Whatever ends the run
-(exit, timeout, the runner stopping, the lease lost, a log that cannot be written), the
-whole group is killed before the leader is reaped, so nothing it started lingers.
+(exit, timeout, the runner stopping, the lease lost, a request to cancel, a log that
+cannot be written), the whole group is killed before the leader is reaped, so nothing it
+started lingers.
 """
 from __future__ import annotations
 
+import enum
 import os
 import select
 import shlex
@@ -22,12 +24,23 @@ from pathlib import Path
 from app.runner.output import TaskOutput
 
 KILL_GRACE_SECONDS = 5.0
-"""How long a group has between SIGTERM and SIGKILL."""
+"""How long a group has between SIGTERM and SIGKILL (but after a request to cancel:
+:attr:`Limits.cancel_grace`)."""
 DRAIN_SECONDS = 5.0
 """How long the pipe is read after the group is killed: a process that left the group
 could keep it open for ever."""
 POLL_SECONDS = 0.05
 CHUNK_BYTES = 64 * 1024
+
+
+class Cause(enum.Enum):
+    """Why the runner stopped a command before it ended by itself."""
+
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    LOST = "lost"
+    RUNNER_ERROR = "runner error"
+    TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,8 @@ class Ended:
     """The exit status (negative: the signal) if the command ended by itself, else None."""
     note: str | None
     """Why the run failed, for the end of the output; None if it exited 0."""
+    cause: Cause | None = None
+    """Why the runner stopped it, if it did."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,10 @@ class Limits:
     """Set when the runner stops."""
     lost: threading.Event
     """Set when another runner holds the task now."""
+    cancel: threading.Event
+    """Set when someone asked to cancel the task."""
+    cancel_grace: float
+    """How long a group has between SIGTERM and SIGKILL after a request to cancel."""
 
 
 def runner_error(exc: BaseException) -> str:
@@ -68,7 +87,8 @@ def run_command(
     if not argv:
         return Ended(None, "cannot start: empty command")
     if limits.stop.is_set():
-        return Ended(None, "interrupted before it started: the runner was stopped")
+        return Ended(None, "interrupted before it started: the runner was stopped",
+                     Cause.INTERRUPTED)
     try:
         process = subprocess.Popen(
             argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -79,23 +99,23 @@ def run_command(
     assert process.stdout is not None
     with process.stdout as pipe:
         try:
-            note = _supervise(process.pid, pipe.fileno(), output, limits)
+            stopped = _supervise(process.pid, pipe.fileno(), output, limits)
         finally:
             _signal_group(process.pid, signal.SIGKILL)
             code = process.wait()
-    if note is not None:
-        return Ended(None, note)
+    if stopped is not None:
+        return stopped
     if code == 0:
         return Ended(0, None)
     return Ended(code, f"exit status {code}" if code > 0
                  else f"killed by {signal.Signals(-code).name}")
 
 
-def _supervise(pid: int, fd: int, output: TaskOutput, limits: Limits) -> str | None:
+def _supervise(pid: int, fd: int, output: TaskOutput, limits: Limits) -> Ended | None:
     """Read the output until the leader exits; None if it exited by itself, else why
     it was stopped. The leader is left unreaped, so its group id stays taken."""
     deadline = time.monotonic() + limits.timeout
-    note = None
+    stopped = None
     kill_at = float("inf")
     reading = True
     while not _has_exited(pid):
@@ -103,18 +123,20 @@ def _supervise(pid: int, fd: int, output: TaskOutput, limits: Limits) -> str | N
             reading = _read_some(fd, output)
         else:
             time.sleep(POLL_SECONDS)
-        if note is None:
-            note = _why_stop(limits, deadline, output)
-            if note is not None:
+        if stopped is None:
+            stopped = _why_stop(limits, deadline, output)
+            if stopped is not None:
                 _signal_group(pid, signal.SIGTERM)
-                kill_at = time.monotonic() + KILL_GRACE_SECONDS
+                kill_at = time.monotonic() + (limits.cancel_grace
+                                              if stopped.cause is Cause.CANCELLED
+                                              else KILL_GRACE_SECONDS)
         elif time.monotonic() >= kill_at:
             _signal_group(pid, signal.SIGKILL)
     _signal_group(pid, signal.SIGKILL)
     drained_by = time.monotonic() + DRAIN_SECONDS
     while reading and time.monotonic() < drained_by:
         reading = _read_some(fd, output)
-    return note
+    return stopped
 
 
 def _read_some(fd: int, output: TaskOutput) -> bool:
@@ -128,15 +150,19 @@ def _read_some(fd: int, output: TaskOutput) -> bool:
     return bool(chunk)
 
 
-def _why_stop(limits: Limits, deadline: float, output: TaskOutput) -> str | None:
+def _why_stop(limits: Limits, deadline: float, output: TaskOutput) -> Ended | None:
+    """How the run ends if it must be stopped now. A request to cancel comes first: the
+    task then ends as asked, even while the runner stops."""
+    if limits.cancel.is_set():
+        return Ended(None, "cancelled on request", Cause.CANCELLED)
     if limits.stop.is_set():
-        return "interrupted: the runner was stopped"
+        return Ended(None, "interrupted: the runner was stopped", Cause.INTERRUPTED)
     if limits.lost.is_set():
-        return "stopped: another runner holds the task now"
+        return Ended(None, "stopped: another runner holds the task now", Cause.LOST)
     if output.log_error is not None:
-        return runner_error(output.log_error)
+        return Ended(None, runner_error(output.log_error), Cause.RUNNER_ERROR)
     if time.monotonic() >= deadline:
-        return f"timeout after {limits.timeout:g} s"
+        return Ended(None, f"timeout after {limits.timeout:g} s", Cause.TIMEOUT)
     return None
 
 

@@ -2,8 +2,9 @@
 
 Four places, each bounded: the task's log file (:class:`CappedLog`), the end of the
 output for the final report, the part not yet sent to the service (heartbeats carry it
-as ``log_append``), and the latest ``::progress::`` line. The reading thread writes; the
-heartbeat thread takes what is due; a lock keeps the two apart.
+as ``log_append``), and what the latest ``::progress::`` and ``::retry-after::`` lines
+said. The reading thread writes; the heartbeat thread takes what is due; a lock keeps the
+two apart.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.api_limits import MAX_LOG_APPEND_CHARS
-from app.runner.conventions import PROGRESS_MARK, Progress, parse_progress
+from app.runner.conventions import MARK, Progress, RetryAfter, parse_line
 from app.runner.tail import Tail, complete_utf8, text_within
 from app.runner.task_log import CappedLog, left_out_line
 
@@ -24,7 +25,7 @@ of UTF-8, so never more characters than the service takes."""
 LEFT_OUT_ROOM = 64
 """Room kept in ``LOG_APPEND_LIMIT_BYTES`` for the line saying what was left out."""
 MAX_LINE_BYTES = 4096
-"""Longer lines are never progress lines, so no more of a line is kept to look at."""
+"""Longer lines tell the runner nothing, so no more of a line is kept to look at."""
 
 
 class TaskOutput:
@@ -38,6 +39,7 @@ class TaskOutput:
         self._sent_upto = 0
         self._line = bytearray()
         self._progress: Progress | None = None
+        self._retry_after: RetryAfter | None = None
         self._ends_line = True
 
     def open_log(self, path: Path, max_bytes: int) -> None:
@@ -70,6 +72,12 @@ class TaskOutput:
                 except OSError as exc:
                     self.log_error = self.log_error or exc
                 self._log = None
+
+    @property
+    def retry_after(self) -> float | None:
+        """The seconds of the last ``::retry-after::`` line, if there was one."""
+        with self._lock:
+            return None if self._retry_after is None else self._retry_after.seconds
 
     def text(self) -> str:
         """The end of the output: at most ``OUTPUT_LIMIT_BYTES`` of UTF-8."""
@@ -127,10 +135,13 @@ class TaskOutput:
         for part in complete:
             line = bytes(self._line + part)
             self._line.clear()
-            if line.startswith(PROGRESS_MARK):
-                progress = parse_progress(line.decode("utf-8", "replace"))
-                self._progress = progress or self._progress
+            if line.startswith(MARK):
+                said = parse_line(line.decode("utf-8", "replace"))
+                if isinstance(said, Progress):
+                    self._progress = said
+                elif isinstance(said, RetryAfter):
+                    self._retry_after = said
         if len(self._line) + len(rest) <= MAX_LINE_BYTES:
             self._line += rest
         else:
-            self._line[:] = b"\0"  # not a progress line, whatever follows
+            self._line[:] = b"\0"  # tells nothing, whatever follows

@@ -46,17 +46,26 @@ class Reports:
                                         daemon=True)
 
     def submit(self, task_id: str, body: dict[str, Any]) -> bool:
-        """Save a report and send it; whether it is settled (delivered, or dropped)."""
+        """Save a report and send it; whether it is settled (delivered, or dropped).
+
+        The report is marked as being sent before it is saved, so that the background
+        thread, which may find it in the outbox meanwhile, leaves it to this call: the
+        worker learns whether its own report got through."""
+        with self._lock:
+            self._sending.add(task_id)
         try:
-            self.outbox.put(task_id, body)
-        except (OSError, ValueError) as exc:
-            log.error("task %s: report not saved in the outbox (%s); sending it anyway",
-                      task_id, exc)
-            if self._send(task_id, body, saved=False) is Sent.SETTLED:
-                return True
-            self._count_dropped()
-            return False
-        settled = self._send(task_id, body) is Sent.SETTLED
+            try:
+                self.outbox.put(task_id, body)
+            except (OSError, ValueError) as exc:
+                log.error("task %s: report not saved in the outbox (%s); sending it anyway",
+                          task_id, exc)
+                if self._deliver(task_id, body, saved=False) is Sent.SETTLED:
+                    return True
+                self._count_dropped()
+                return False
+            settled = self._deliver(task_id, body) is Sent.SETTLED
+        finally:
+            self._sent(task_id)
         if settled and self.outbox.count():
             self._wake.set()  # the service answers again: no need to wait for the rest
         return settled
@@ -120,12 +129,23 @@ class Reports:
                 return False
         return self.outbox.count() == 0
 
-    def _send(self, task_id: str, body: dict[str, Any], *, saved: bool = True) -> Sent:
-        """Send one report; once settled, it leaves the outbox."""
+    def _send(self, task_id: str, body: dict[str, Any]) -> Sent:
+        """Send a report of the outbox, unless it is being sent already."""
         with self._lock:
             if task_id in self._sending:
                 return Sent.BUSY
             self._sending.add(task_id)
+        try:
+            return self._deliver(task_id, body)
+        finally:
+            self._sent(task_id)
+
+    def _sent(self, task_id: str) -> None:
+        with self._lock:
+            self._sending.discard(task_id)
+
+    def _deliver(self, task_id: str, body: dict[str, Any], *, saved: bool = True) -> Sent:
+        """Send one report; once settled, it leaves the outbox."""
         try:
             self.api.report(task_id, body)
         except ReportRefused as exc:
@@ -140,9 +160,6 @@ class Reports:
                 log.error("task %s: report of status %s not delivered (%s)",
                           task_id, body.get("status"), exc)
             return Sent.UNREACHABLE if isinstance(exc, ApiUnreachable) else Sent.KEPT
-        finally:
-            with self._lock:
-                self._sending.discard(task_id)
         if saved:
             try:
                 self.outbox.remove(task_id)

@@ -17,10 +17,13 @@ DEFAULT_API_BASE = "http://127.0.0.1:8000"
 DEFAULTS: dict[str, Any] = {
     "AGENT_API_BASE": DEFAULT_API_BASE,
     "AGENT_TASK_TIMEOUT": 3600.0,
+    "AGENT_CANCEL_GRACE_SECONDS": 10.0,
     "AGENT_RUNNER_DIR": str(PROJECT_ROOT / "logs" / "runner"),
     "AGENT_TASK_LOG_MAX_BYTES": 10 * 1024 * 1024,
     "AGENT_TASK_LOG_KEEP_DAYS": 14,
 }
+SECONDS_SETTINGS = ("AGENT_TASK_TIMEOUT", "AGENT_CANCEL_GRACE_SECONDS")
+"""Settings that are a positive number of seconds."""
 MIN_TASK_LOG_BYTES = 4096
 """Room for the beginning, the end and the line saying how much was left out."""
 
@@ -33,6 +36,9 @@ class RunnerSettings:
     api_base: str
     api_token: str | None
     task_timeout: float
+    cancel_grace_seconds: float
+    """How long a command's group has between SIGTERM and SIGKILL after a request to
+    cancel its task."""
     runner_dir: Path
     workdir: Path
     task_log_max_bytes: int
@@ -65,11 +71,12 @@ def runner_from_env(environ: Mapping[str, str] | None = None) -> RunnerSettings:
     env = os.environ if environ is None else environ
     settings: dict[str, Any] = {name: env.get(name) or default
                                 for name, default in DEFAULTS.items()}
-    if env.get("AGENT_TASK_TIMEOUT"):
-        try:
-            settings["AGENT_TASK_TIMEOUT"] = positive_seconds(env["AGENT_TASK_TIMEOUT"])
-        except ValueError as exc:
-            raise ConfigError(f"AGENT_TASK_TIMEOUT: {exc}") from exc
+    for name in SECONDS_SETTINGS:
+        if env.get(name):
+            try:
+                settings[name] = positive_seconds(env[name])
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from exc
     if env.get("AGENT_TASK_LOG_MAX_BYTES"):
         settings["AGENT_TASK_LOG_MAX_BYTES"] = whole_number(
             env, "AGENT_TASK_LOG_MAX_BYTES", MIN_TASK_LOG_BYTES, 2**40)
@@ -83,6 +90,7 @@ def runner_from_env(environ: Mapping[str, str] | None = None) -> RunnerSettings:
         api_base=api_url(settings["AGENT_API_BASE"], "AGENT_API_BASE"),
         api_token=api_token(env),
         task_timeout=settings["AGENT_TASK_TIMEOUT"],
+        cancel_grace_seconds=settings["AGENT_CANCEL_GRACE_SECONDS"],
         runner_dir=Path(settings["AGENT_RUNNER_DIR"]),
         workdir=workdir,
         task_log_max_bytes=settings["AGENT_TASK_LOG_MAX_BYTES"],

@@ -20,9 +20,10 @@ from typing import Any
 
 from app.runner.api import ApiError, TaskApi
 from app.runner.conventions import decision_prompt
-from app.runner.execution import Ended, Limits, run_command, runner_error
+from app.runner.execution import Cause, Ended, Limits, run_command, runner_error
 from app.runner.folder import RunnerFolder
 from app.runner.heartbeat import Heartbeat
+from app.runner.outcome import Outcome, judge
 from app.runner.output import TaskOutput
 from app.runner.reports import Reports
 
@@ -42,14 +43,9 @@ class RunSettings:
     timeout: float
     lease_seconds: int
     log_max_bytes: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str
-    """``completed``, ``failed`` or ``needs_decision``."""
-    duration_seconds: float
-    decision_prompt: str | None
+    cancel_grace: float
+    """Seconds a command's group has between SIGTERM and SIGKILL after a request to
+    cancel."""
 
 
 class Runner:
@@ -115,34 +111,28 @@ class Runner:
             return True
         log.info("finished %s %s %s %s in %.2f s", task_id, task["task_type"], task["model"],
                  outcome.status, outcome.duration_seconds)
-        body: dict[str, Any] = {"runner_id": runner_id, "status": outcome.status,
-                                "output": output.text(),
-                                "duration_seconds": outcome.duration_seconds}
-        rest = output.rest()
-        if rest:
-            body["log_append"] = rest
-        if outcome.decision_prompt is not None:
-            body["decision_prompt"] = outcome.decision_prompt
-        return self.reports.submit(task_id, body)
+        return self.reports.submit(task_id, outcome.report(runner_id, output.text(),
+                                                           output.rest()))
 
     def _execute(self, task: dict[str, Any], runner_id: str,
                  output: TaskOutput) -> Outcome | None:
         """Run the command and judge how it went; None if the lease was lost. Whatever
         goes wrong in the runner meanwhile fails the task, with a note naming the error."""
-        limits = Limits(self.settings.timeout, self.stop, threading.Event())
+        limits = Limits(self.settings.timeout, self.stop, lost=threading.Event(),
+                        cancel=threading.Event(), cancel_grace=self.settings.cancel_grace)
         started = time.monotonic()
         finished: float | None = None  # before waiting for a heartbeat on its way
         try:
             output.open_log(self.folder.task_log(task["id"]), self.settings.log_max_bytes)
             log.debug("task %s: running %s", task["id"], task["command"])
             with Heartbeat(self.api, task["id"], runner_id, output=output, lost=limits.lost,
-                           interval=self.settings.lease_seconds / 3):
+                           cancel=limits.cancel, lease_seconds=self.settings.lease_seconds):
                 ended = run_command(task["command"], output, workdir=self.settings.workdir,
                                     env=command_env(task.get("decision")), limits=limits)
                 finished = time.monotonic()
         except Exception as exc:  # whatever it is, the task ends failed, not running
             log.error("task %s: %s", task["id"], runner_error(exc), exc_info=True)
-            ended = Ended(None, runner_error(exc))
+            ended = Ended(None, runner_error(exc), Cause.RUNNER_ERROR)
         duration = round((finished or time.monotonic()) - started, 6)
         if limits.lost.is_set():
             output.note(ended.note or "stopped: another runner holds the task now")
@@ -157,8 +147,8 @@ class Runner:
             log.error("task %s: %s", task["id"], runner_error(output.log_error))
             prompt, note = None, runner_error(output.log_error)
             output.note(note)
-        status = "needs_decision" if prompt else "failed" if note else "completed"
-        return Outcome(status, duration, prompt)
+        return judge(ended, duration, prompt=prompt, failed=note is not None,
+                     retry_after=output.retry_after)
 
 
 def command_env(decision: str | None) -> dict[str, str]:

@@ -39,7 +39,8 @@ def test_pages_with_offset_cover_every_task_once_in_a_stable_order(client, clock
 def test_count_by_status(client) -> None:
     assert client.get("/api/agent/tasks/count").json == {
         "total": 0, "by_status": dict.fromkeys(
-            ["pending", "running", "needs_decision", "completed", "failed"], 0)}
+            ["pending", "running", "needs_decision", "completed", "failed", "cancelled"],
+            0)}
     first, second, _ = create(client), create(client), create(client)
     patch(client, first, status="running")
     patch(client, second, status="failed")
@@ -67,7 +68,10 @@ def test_attention_lists_what_needs_a_person_newest_first(client, clock) -> None
 
 def test_pipeline_status_of_an_empty_queue_has_the_full_shape(client) -> None:
     assert client.get("/api/agent/pipeline-status").json == {
-        "running": [], "pending": [], "recent_completed": [],
+        "running": [], "waiting": [], "scheduled": [],
+        "queue": {"waiting": 0, "scheduled": 0, "running": 0, "needs_decision": 0,
+                  "cancelled": 0},
+        "recent_completed": [],
         "attention": {"stuck": [], "repeated_failures": [], "low_success_rate": None,
                       "flags": []}}
 
@@ -90,8 +94,10 @@ def test_pipeline_status(client, clock) -> None:
     assert (row["id"], row["runner_id"], row["progress_pct"], row["current_step"]) == (
         running, "host-1-abc", 25, "tests")
     assert row["lease_expires_at"] and row["live_tail"] == [f"line {n}" for n in range(10, 30)]
-    [pending] = status["pending"]
+    assert row["cancel_requested"] is False
+    [pending] = status["waiting"]
     assert pending["id"] == waiting and pending["wait_seconds"] == 90
+    assert status["scheduled"] == []
     assert [(t["id"], t["duration_seconds"]) for t in status["recent_completed"]] == [(done, 12)]
     attention = status["attention"]
     assert attention["repeated_failures"] == [{"task_type": "heal", "consecutive_failures": 4}]

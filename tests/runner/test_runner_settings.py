@@ -20,6 +20,8 @@ def env(tmp_path: Path) -> dict[str, str]:
     ("AGENT_TASK_LOG_MAX_BYTES", "10MB", "AGENT_TASK_LOG_MAX_BYTES must be a whole number"),
     ("AGENT_TASK_LOG_KEEP_DAYS", "0", "AGENT_TASK_LOG_KEEP_DAYS must be a whole number"),
     ("AGENT_TASK_TIMEOUT", "soon", "AGENT_TASK_TIMEOUT: expected a positive number"),
+    ("AGENT_CANCEL_GRACE_SECONDS", "-5",
+     "AGENT_CANCEL_GRACE_SECONDS: expected a positive number"),
     ("AGENT_API_BASE", "localhost:8000", "AGENT_API_BASE must be an http:// or https://"),
 ])
 def test_a_bad_setting_is_one_line(env, name, value, expected):

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from app import config
-from app.runner.conventions import Progress, decision_prompt, parse_progress
+from app.runner.conventions import Progress, decision_prompt, parse_line
+from app.runner.api import TaskApi
 from app.runner.outbox import Outbox
 from app.runner.output import LOG_APPEND_LIMIT_BYTES, TaskOutput
+from app.runner.reports import Reports
 from app.runner.settings import runner_from_env
 from app.runner.tail import complete_utf8, text_within
 from app.runner.task_log import CappedLog, left_out_line, prune_task_logs
@@ -136,6 +138,34 @@ def test_a_report_delivered_while_the_outbox_is_read_is_no_error(
     assert "not a report" not in caplog.text
 
 
+class RecordedReports(TaskApi):
+    """Takes every report, noting the task ids."""
+
+    def __init__(self) -> None:
+        self.reported: list[str] = []
+
+    def report(self, task_id: str, body: dict) -> None:
+        self.reported.append(task_id)
+
+
+def test_a_fresh_report_is_sent_once_by_its_worker_not_by_the_background_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    api = RecordedReports()
+    outbox = Outbox(tmp_path)
+    reports = Reports(api, outbox)
+    put = outbox.put
+
+    def put_then_a_pass_over_the_outbox(task_id: str, body: dict) -> None:
+        put(task_id, body)
+        reports.replay()  # what the background thread may do just then
+
+    monkeypatch.setattr(outbox, "put", put_then_a_pass_over_the_outbox)
+    assert reports.submit("abc", {"status": "completed"})
+    assert api.reported == ["abc"]
+    assert outbox.count() == 0
+
+
 def test_output_goes_to_heartbeats_once_and_never_splits_a_character(tmp_path: Path):
     output = TaskOutput()
     output.open_log(tmp_path / "task.log", 4096)
@@ -197,7 +227,7 @@ def test_text_is_cut_on_character_boundaries():
     ("  ::progress:: 40 indented", None),
 ])
 def test_progress_lines(line: str, expected: Progress | None):
-    assert parse_progress(line) == expected
+    assert parse_line(line) == expected
 
 
 @pytest.mark.parametrize("output,expected", [
@@ -214,12 +244,14 @@ def test_runner_settings_defaults(tmp_path: Path):
     settings = runner_from_env({"AGENT_WORKDIR": str(tmp_path)})
     assert settings.runner_dir == config.PROJECT_ROOT / "logs" / "runner"
     assert (settings.task_log_max_bytes, settings.task_log_keep_days) == (10 * 1024**2, 14)
+    assert (settings.task_timeout, settings.cancel_grace_seconds) == (3600, 10)
     assert settings.api_base == "http://127.0.0.1:8000"
 
 
 @pytest.mark.parametrize("name,value", [
     ("AGENT_TASK_LOG_MAX_BYTES", "10MB"), ("AGENT_TASK_LOG_MAX_BYTES", "100"),
     ("AGENT_TASK_LOG_KEEP_DAYS", "0"), ("AGENT_TASK_TIMEOUT", "-1"),
+    ("AGENT_CANCEL_GRACE_SECONDS", "0"), ("AGENT_CANCEL_GRACE_SECONDS", "inf"),
     ("AGENT_API_BASE", "127.0.0.1:8000"), ("AGENT_WORKDIR", "/no/such/folder"),
 ])
 def test_bad_runner_settings_name_the_variable(name: str, value: str):

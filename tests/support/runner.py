@@ -132,3 +132,17 @@ def process_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state not in {"Z", "X"}
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are alive (zombies waiting for a parent to
+    reap them are not)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(group) == pgid and state not in {"Z", "X"}:
+            members.append(int(stat.parent.name))
+    return members

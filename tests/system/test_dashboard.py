@@ -5,7 +5,7 @@ import os
 import re
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,19 @@ def tile(html: str, name: str) -> str:
     return re.search(rf'id="{name}">([^<]*)<', html).group(1)
 
 
+def table(html: str, table_id: str) -> str:
+    return re.search(rf'<table id="{table_id}">(.*?)</table>', html, re.S).group(1)
+
+
+def table_cells(html: str, table_id: str) -> list[list[str]]:
+    """The plain cells of each row of the table, in order (rows without any left out)."""
+    rows = [re.findall(r"<td>([^<]*)</td>", row)
+            for row in re.findall(r"<tr>(.*?)</tr>", table(html, table_id), re.S)]
+    return [row for row in rows if row]
+
+
 def table_rows(html: str, table_id: str) -> dict[str, list[str]]:
-    table = re.search(rf'<table id="{table_id}">(.*?)</table>', html, re.S).group(1)
-    rows = [re.findall(r"<td>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)]
-    return {row[0]: row[1:] for row in rows if row}
+    return {row[0]: row[1:] for row in table_cells(html, table_id)}
 
 
 def assert_agrees_with_api(html: str, aggregates: dict, series: list[dict]) -> None:
@@ -137,6 +146,71 @@ def seed_through_the_api(base: str) -> None:
         "log_append": "checked out\nreading the diff\n"}).raise_for_status()
 
 
+def post(base: str, path: str, **body) -> dict:
+    response = requests.post(f"{base}/api/agent/{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def claimed(base: str, runner_id: str, task_type: str, **body) -> str:
+    """The id of a new task of ``task_type`` that ``runner_id`` claims."""
+    task = post(base, "tasks", direction="d", task_type=task_type, **body)
+    assert post(base, "tasks/claim", runner_id=runner_id, task_types=[task_type])["id"] \
+        == task["id"]
+    return task["id"]
+
+
+def seed_the_queue(base: str) -> dict[str, str]:
+    """Besides what :func:`seed_through_the_api` leaves: a waiting task of a higher
+    priority, a scheduled one, a running one asked to stop, one failed after its last
+    attempt, and a cancelled one; their ids by what they are."""
+    later = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    ids = {
+        "urgent": post(base, "tasks", direction="d", task_type="spec", priority=10)["id"],
+        "scheduled": post(base, "tasks", direction="d", task_type="test", priority=5,
+                          run_after=later)["id"],
+        "stopping": claimed(base, "host-9", "heal"),
+        "failed": claimed(base, "host-8", "heal", max_attempts=1),
+        "cancelled": post(base, "tasks", direction="d", task_type="spec")["id"],
+    }
+    post(base, f"tasks/{ids['stopping']}/cancel", reason="wrong branch")
+    post(base, f"tasks/{ids['cancelled']}/cancel")
+    requests.patch(f"{base}/api/agent/tasks/{ids['failed']}", timeout=30, json={
+        "runner_id": "host-8", "status": "failed", "output": "rate limited",
+        "retryable": True}).raise_for_status()
+    return ids
+
+
+def assert_shows_the_queue(dom: str, ids: dict[str, str]) -> None:
+    """The parts of the queue, each task with its priority, and times without their
+    seconds' fractions."""
+    waiting = table_cells(dom, "waiting")
+    assert [row[:3] for row in waiting] == [[ids["urgent"], "spec", "10"],
+                                            [waiting[1][0], "impl", "0"]]
+    [[scheduled, task_type, priority, attempts, runs_after, starts_in]] = table_cells(
+        dom, "scheduled")
+    assert (scheduled, task_type, priority, attempts) == (ids["scheduled"], "test", "5",
+                                                          "0 of 3")
+    assert re.fullmatch(r"[A-Z][a-z]{2} \d\d \d\d:\d\d", runs_after) and starts_in == "2h"
+    running = table(dom, "running")
+    stopping = next(row for row in re.findall(r"<tr>(.*?)</tr>", running, re.S)
+                    if ids["stopping"] in row)
+    assert "cancel requested" in stopping and "wrong branch" in stopping
+    assert running.count("cancel requested") == 1
+    needing = table_rows(dom, "attention")
+    assert needing[ids["failed"]][:4] == ["failed", "heal", "0", "1 of 1"]
+    assert "rate limited" in table(dom, "attention")
+    assert [row[0] for row in needing.values()].count("needs a decision") == 1
+    assert ids["cancelled"] not in dom
+    queue = re.search(r'<svg id="chart-queue".*?</svg>', dom, re.S).group(0)
+    for part, count in (("waiting", 2), ("scheduled", 1), ("running", 3),
+                        ("needs_decision", 1)):
+        assert re.search(rf'<rect class="{part}"[^>]*><title>{part}: {count}</title>', queue)
+    assert tile(dom, "cancelled") == "1"
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d{6}", table(dom, "running")
+                         + table(dom, "scheduled") + table(dom, "attention"))
+
+
 def test_dashboard_in_headless_chromium(logs_dir, tmp_path) -> None:
     binary = chromium()
     history = spread_records(datetime.now(timezone.utc), 150, days=6.5)
@@ -144,6 +218,7 @@ def test_dashboard_in_headless_chromium(logs_dir, tmp_path) -> None:
     server = GunicornServer(logs_dir).start()
     try:
         seed_through_the_api(server.base_url)
+        ids = seed_the_queue(server.base_url)
         url = f"{server.base_url}/dashboard?window_days=7&bucket=day"
         aggregates = requests.get(f"{server.base_url}/api/agent/metrics?window_days=7",
                                   timeout=30).json()
@@ -154,13 +229,12 @@ def test_dashboard_in_headless_chromium(logs_dir, tmp_path) -> None:
         run_chromium(binary, tmp_path / "profile-shot", f"--screenshot={screenshot}", url)
     finally:
         server.stop()
-    assert aggregates["success_rate"]["total"] == len(history) + 6
+    assert aggregates["success_rate"]["total"] == len(history) + 7
     assert_agrees_with_api(dom, aggregates, series)
-    assert re.search(r'<rect class="needs_decision"[^>]*><title>needs_decision: 1</title>', dom)
-    assert re.search(r'<rect class="running"[^>]*><title>running: 2</title>', dom)
-    running = re.search(r'<table id="running">(.*?)</table>', dom, re.S).group(1)
+    running = table(dom, "running")
     assert "host-7" in running and "60%" in running and "reading the diff" in running
     assert "by hand" in running and "checked out" in running
+    assert_shows_the_queue(dom, ids)
 
     image = Image.open(screenshot).convert("RGB")
     assert image.size == SCREEN

@@ -1,0 +1,58 @@
+"""How a run ended, and the final report that says so.
+
+A run ends ``completed`` (exit status 0), ``needs_decision`` (the output's last line asks
+for a decision), ``cancelled`` (someone asked to cancel the task, and the runner stopped
+its command), or ``failed``. A failure is worth retrying (``retryable``) when the command
+exited ``EX_TEMPFAIL``, printed a ``::retry-after::`` line (whose seconds go along as
+``retry_after_seconds``), or ran out of time: the service then sends the task back to
+``pending`` while attempts remain. See :mod:`app.runner.conventions`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.runner.conventions import EX_TEMPFAIL
+from app.runner.execution import Cause, Ended
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    """``completed``, ``failed``, ``needs_decision`` or ``cancelled``."""
+    duration_seconds: float
+    decision_prompt: str | None = None
+    retryable: bool = False
+    retry_after_seconds: float | None = None
+
+    def report(self, runner_id: str, output: str, log_append: str) -> dict[str, Any]:
+        """The body of the final report: ``output`` is the end of the output, and
+        ``log_append`` what no heartbeat has sent."""
+        body: dict[str, Any] = {"runner_id": runner_id, "status": self.status,
+                                "output": output, "duration_seconds": self.duration_seconds}
+        if log_append:
+            body["log_append"] = log_append
+        if self.decision_prompt is not None:
+            body["decision_prompt"] = self.decision_prompt
+        if self.retryable:
+            body["retryable"] = True
+        if self.retry_after_seconds is not None:
+            body["retry_after_seconds"] = self.retry_after_seconds
+        return body
+
+
+def judge(ended: Ended, duration_seconds: float, *, prompt: str | None, failed: bool,
+          retry_after: float | None) -> Outcome:
+    """The outcome of a run that ``ended`` so, whose output asked for a decision
+    (``prompt``) or not, that ``failed`` or not, and whose last ``::retry-after::`` line
+    said ``retry_after`` seconds, if it had one."""
+    if prompt is not None:
+        return Outcome("needs_decision", duration_seconds, decision_prompt=prompt)
+    if not failed:
+        return Outcome("completed", duration_seconds)
+    if ended.cause is Cause.CANCELLED:
+        return Outcome("cancelled", duration_seconds)
+    retryable = (ended.exit_code == EX_TEMPFAIL or retry_after is not None
+                 or ended.cause is Cause.TIMEOUT)
+    return Outcome("failed", duration_seconds, retryable=retryable,
+                   retry_after_seconds=retry_after)

@@ -110,4 +110,7 @@ def test_stateful_walks_create_and_patch_tasks(live_schema) -> None:
     except FlakyStrategyDefinition:
         pass
     assert not failures, failures
-    assert checked["POST 201"] and checked["PATCH 200"], checked
+    # A PATCH answered 200 or 409 reached a task the walk created through a link (an
+    # unlinked id is 404, a body the schema refuses 422); random bodies rarely pass the
+    # PATCH schema's rules between fields (priority alone, retryable with failed).
+    assert checked["POST 201"] and checked["PATCH 200"] + checked["PATCH 409"], checked

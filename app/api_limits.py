@@ -11,5 +11,8 @@ MAX_DIRECTION_CHARS = 64 * 1024
 """The longest direction; also the longest ``decision_prompt`` and ``decision``."""
 MAX_STEP_CHARS = 500
 """The longest ``current_step``."""
+MAX_DELAY_SECONDS = 1e8
+"""The longest retry delay the service takes (about three years): now plus this stays a
+valid date."""
 MAX_LOG_APPEND_CHARS = 256 * 1024
 """The most output one PATCH may add to a task's log (``log_append``)."""

@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from app.api_limits import (
     DEFAULT_LEASE_SECONDS,
+    MAX_DELAY_SECONDS,
     MAX_DIRECTION_CHARS,
     MAX_LEASE_SECONDS,
     MAX_LOG_APPEND_CHARS,
@@ -30,8 +31,6 @@ MAX_ATTEMPTS_LIMIT = 20
 """The most claims a task (or a routing entry) may allow."""
 MAX_CANCEL_REASON_CHARS = 500
 LAST_ERROR_CHARS = 4000
-MAX_DELAY_SECONDS = MAX_DURATION_SECONDS
-"""The longest retry delay or backoff taken: now plus this stays a valid date."""
 
 
 def _not_blank(value: str) -> None:

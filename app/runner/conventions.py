@@ -4,7 +4,7 @@
   from 0 to 100) and ``current_step`` (the rest of the line, at most 500 characters),
   sent with the next heartbeat. A line whose number does not parse, or is out of range,
   is ordinary output.
-- A line ``::retry-after:: <seconds>`` (a number from 0 to ``MAX_RETRY_AFTER_SECONDS``,
+- A line ``::retry-after:: <seconds>`` (a number from 0 to ``MAX_DELAY_SECONDS``,
   nothing after it) makes a failure worth retrying, not before that many seconds; the
   last such line counts, and one that does not parse is ordinary output. Exit status
   ``EX_TEMPFAIL`` (75) makes a failure worth retrying too, after the service's backoff.
@@ -18,14 +18,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.api_limits import MAX_DIRECTION_CHARS, MAX_STEP_CHARS
+from app.api_limits import MAX_DELAY_SECONDS, MAX_DIRECTION_CHARS, MAX_STEP_CHARS
 
 MARK = b"::"
 """How the lines :func:`parse_line` reads begin: no other line needs decoding."""
 EX_TEMPFAIL = 75
 """The exit status (``sysexits.h``) of a temporary failure: worth retrying."""
-MAX_RETRY_AFTER_SECONDS = 1e8
-"""The longest retry delay the service takes (about three years)."""
 
 _MARKED = re.compile(r"::(progress|retry-after)::[ \t]+(\S+)[ \t]*(.*)")
 _DECISION = re.compile(r"::needs-decision::[ \t]+(.*\S)")
@@ -54,7 +52,7 @@ def parse_line(line: str) -> Progress | RetryAfter | None:
         return None
     if mark == "progress":
         return Progress(value, rest.strip()[:MAX_STEP_CHARS]) if 0 <= value <= 100 else None
-    if rest.strip() or not 0 <= value <= MAX_RETRY_AFTER_SECONDS:
+    if rest.strip() or not 0 <= value <= MAX_DELAY_SECONDS:
         return None
     return RetryAfter(value)
 

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from app.runner.api import TaskApi
-from app.runner.conventions import (
-    MAX_RETRY_AFTER_SECONDS, Progress, RetryAfter, parse_line,
-)
+from app.api_limits import MAX_DELAY_SECONDS
+from app.runner.conventions import Progress, RetryAfter, parse_line
 from app.runner.execution import Cause, Ended
 from app.runner.heartbeat import Heartbeat, interval
 from app.runner.outcome import judge
@@ -35,8 +34,8 @@ SLACK_SECONDS = 3.0
     ("::retry-after:: 2\n", RetryAfter(2.0)),
     ("::retry-after:: 0.5 \r\n", RetryAfter(0.5)),
     ("::retry-after:: 0", RetryAfter(0.0)),
-    (f"::retry-after:: {MAX_RETRY_AFTER_SECONDS:g}", RetryAfter(MAX_RETRY_AFTER_SECONDS)),
-    (f"::retry-after:: {MAX_RETRY_AFTER_SECONDS * 10:g}", None),
+    (f"::retry-after:: {MAX_DELAY_SECONDS:g}", RetryAfter(MAX_DELAY_SECONDS)),
+    (f"::retry-after:: {MAX_DELAY_SECONDS * 10:g}", None),
     ("::retry-after:: -1", None),
     ("::retry-after:: soon", None),
     ("::retry-after:: inf", None),

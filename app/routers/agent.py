@@ -28,7 +28,7 @@ from app.models.metrics import (
     RecordsQuerySchema,
     TimeseriesSchema,
 )
-from app.routers.common import json_body, request_body, services, timeseries_query
+from app.routers.common import json_body, request_body, schema, services, timeseries_query
 from app.services import pipeline_status, record_export
 from app.services.metrics_series import service_timeseries
 from app.services.task_retries import Retry
@@ -39,50 +39,50 @@ bp = Blueprint("agent", __name__, url_prefix="/api/agent")
 
 @bp.post("/tasks")
 def create_task() -> ResponseReturnValue:
-    fields = TaskCreateSchema().load(json_body())
+    fields = schema(TaskCreateSchema).load(json_body())
     task = services().tasks.create(**fields)
-    return TaskSchema().dump(task), 201
+    return schema(TaskSchema).dump(task), 201
 
 
 @bp.get("/tasks")
 def list_tasks() -> ResponseReturnValue:
-    query = TaskListQuerySchema().load(request.args)
+    query = schema(TaskListQuerySchema).load(request.args)
     tasks, total = services().tasks.list_tasks(**query)
-    return TaskListSchema().dump({"tasks": tasks, "total": total})
+    return schema(TaskListSchema).dump({"tasks": tasks, "total": total})
 
 
 @bp.get("/tasks/count")
 def count_tasks() -> ResponseReturnValue:
-    return TaskCountSchema().dump(pipeline_status.counts(services().tasks))
+    return schema(TaskCountSchema).dump(pipeline_status.counts(services().tasks))
 
 
 @bp.get("/tasks/attention")
 def tasks_needing_attention() -> ResponseReturnValue:
-    query = AttentionQuerySchema().load(request.args)
-    return AttentionListSchema().dump(pipeline_status.attention(services().tasks, **query))
+    query = schema(AttentionQuerySchema).load(request.args)
+    return schema(AttentionListSchema).dump(pipeline_status.attention(services().tasks, **query))
 
 
 @bp.get("/pipeline-status")
 def pipeline() -> ResponseReturnValue:
-    return PipelineStatusSchema().dump(
+    return schema(PipelineStatusSchema).dump(
         pipeline_status.pipeline_status(services().tasks, services().metrics))
 
 
 @bp.post("/tasks/claim")
 def claim_task() -> ResponseReturnValue:
-    fields = TaskClaimSchema().load(json_body())
+    fields = schema(TaskClaimSchema).load(json_body())
     task = services().tasks.claim(**fields)
-    return ("", 204) if task is None else TaskSchema().dump(task)
+    return ("", 204) if task is None else schema(TaskSchema).dump(task)
 
 
 @bp.get("/tasks/<task_id>")
 def get_task(task_id: str) -> ResponseReturnValue:
-    return TaskSchema().dump(services().tasks.get(task_id))
+    return schema(TaskSchema).dump(services().tasks.get(task_id))
 
 
 @bp.patch("/tasks/<task_id>")
 def update_task(task_id: str) -> ResponseReturnValue:
-    return TaskSchema().dump(_patch(task_id, TaskPatchSchema().load(json_body())))
+    return schema(TaskSchema).dump(_patch(task_id, schema(TaskPatchSchema).load(json_body())))
 
 
 def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -107,25 +107,25 @@ def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
 
 @bp.post("/tasks/<task_id>/cancel")
 def cancel_task(task_id: str) -> ResponseReturnValue:
-    body = TaskCancelSchema().load(json_body() if request_body() else {})
-    return TaskSchema().dump(services().tasks.cancel(task_id, body.get("reason")))
+    body = schema(TaskCancelSchema).load(json_body() if request_body() else {})
+    return schema(TaskSchema).dump(services().tasks.cancel(task_id, body.get("reason")))
 
 
 @bp.post("/tasks/<task_id>/rerun")
 def rerun_task(task_id: str) -> ResponseReturnValue:
-    return TaskSchema().dump(services().tasks.rerun(task_id)), 201
+    return schema(TaskSchema).dump(services().tasks.rerun(task_id)), 201
 
 
 @bp.get("/tasks/<task_id>/log")
 def task_log(task_id: str) -> ResponseReturnValue:
-    return TaskLogSchema().dump(services().tasks.task_log(task_id))
+    return schema(TaskLogSchema).dump(services().tasks.task_log(task_id))
 
 
 @bp.get("/route")
 def route() -> ResponseReturnValue:
-    query = RouteQuerySchema().load(request.args)
+    query = schema(RouteQuerySchema).load(request.args)
     chosen = services().tasks.route(query["task_type"])
-    return RouteSchema().dump({
+    return schema(RouteSchema).dump({
         "task_type": chosen.task_type,
         "model": chosen.model,
         "command_template": chosen.command_template(),
@@ -135,23 +135,23 @@ def route() -> ResponseReturnValue:
 
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
-    query = MetricsQuerySchema().load(request.args)
+    query = schema(MetricsQuerySchema).load(request.args)
     aggregates = services().metrics.get_aggregates(query.get("window_days"))
-    return MetricsAggregatesSchema().dump(aggregates)
+    return schema(MetricsAggregatesSchema).dump(aggregates)
 
 
 @bp.get("/metrics/timeseries")
 def metrics_timeseries() -> ResponseReturnValue:
     window_days, bucket = timeseries_query()
     series = service_timeseries(services().metrics, window_days, bucket)
-    return TimeseriesSchema().dump(
+    return schema(TimeseriesSchema).dump(
         {"bucket": bucket, "window_days": window_days, "series": series}
     )
 
 
 @bp.get("/metrics/records")
 def metrics_records() -> ResponseReturnValue:
-    filters = RecordsQuerySchema().load(request.args)
+    filters = schema(RecordsQuerySchema).load(request.args)
     file_format = filters.pop("format")
     chunks = record_export.export(services().metrics, file_format, **filters)
     return Response(

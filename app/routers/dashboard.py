@@ -6,7 +6,7 @@ from flask import Blueprint, render_template
 from app import charts
 from app.models.agent import AttentionListSchema, PipelineStatusSchema
 from app.models.metrics import BUCKETS
-from app.routers.common import services, timeseries_query
+from app.routers.common import schema, services, timeseries_query
 from app.services.metrics_series import service_timeseries
 from app.services.pipeline_status import attention, pipeline_status
 
@@ -24,7 +24,7 @@ def dashboard() -> str:
     metrics, tasks = services().metrics, services().tasks
     series = service_timeseries(metrics, window_days, bucket)
     aggregates = metrics.get_aggregates(window_days)
-    pipeline = PipelineStatusSchema().dump(pipeline_status(tasks, metrics))
+    pipeline = schema(PipelineStatusSchema).dump(pipeline_status(tasks, metrics))
     return render_template(
         "dashboard.html",
         window_days=window_days,
@@ -40,7 +40,7 @@ def dashboard() -> str:
         durations=charts.duration_chart(series, bucket),
         queue=charts.queue_chart(pipeline["queue"], QUEUE_BARS),
         pipeline=pipeline,
-        needing=AttentionListSchema().dump(attention(tasks, TASKS_SHOWN)),
+        needing=schema(AttentionListSchema).dump(attention(tasks, TASKS_SHOWN)),
         shown=TASKS_SHOWN,
         format_seconds=charts.format_seconds,
         format_time=charts.format_time,

@@ -6,7 +6,7 @@ from flask.typing import ResponseReturnValue
 
 from app.models.health import HealthSchema
 from app.openapi import openapi_document
-from app.routers.common import services
+from app.routers.common import schema, services
 
 bp = Blueprint("system", __name__, url_prefix="/api")
 
@@ -19,7 +19,7 @@ def health() -> ResponseReturnValue:
         for name, (path, writable) in services().stores().items()
     }
     healthy = all(store["writable"] for store in stores.values())
-    return HealthSchema().dump({"status": "ok" if healthy else "degraded", "stores": stores})
+    return schema(HealthSchema).dump({"status": "ok" if healthy else "degraded", "stores": stores})
 
 
 @bp.get("/openapi.json")

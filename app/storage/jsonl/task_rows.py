@@ -172,6 +172,10 @@ class TaskRows:
         """Sorted positions in :attr:`order` of the pending tasks."""
         self.leases: dict[int, dict[str, Any]] = {}
         """Running tasks under a lease: their runner_id and lease_expires_at."""
+        self._leased_by_model: dict[int, set[int]] = {}
+        """The rows of :attr:`leases` by model code, so a cap counts only its models'."""
+        self._leased_model: dict[int, int] = {}
+        """The model code each row of :attr:`_leased_by_model` is filed under."""
         self.unrecorded: set[int] = set()
         """Final tasks whose metric record is not known to be written yet."""
         self.models: list[str] = []
@@ -218,6 +222,7 @@ class TaskRows:
             rows.model_code(model)
         for row, runner_id, expires in meta["leases"]:
             rows._lease(int(row), {"runner_id": runner_id, "lease_expires_at": expires})
+        rows._file_leases(list(rows.leases))
         return rows
 
     # -- reading back ----------------------------------------------------------------
@@ -375,6 +380,18 @@ class TaskRows:
         self._repend({row for row in batch.touched if row < batch.first_row})
         for row, created in moved:
             self._move(row, created)
+        self._file_leases(batch.touched)
+
+    def _file_leases(self, rows: Iterable[int]) -> None:
+        """File these rows under their model in :attr:`_leased_by_model` if they are
+        leased, and nowhere if not (once the batch's columns are written)."""
+        for row in rows:
+            filed = self._leased_model.pop(row, None)
+            if filed is not None:
+                self._leased_by_model[filed].discard(row)
+            if row in self.leases:
+                code = self._leased_model[row] = int(self.model.values[row])
+                self._leased_by_model.setdefault(code, set()).add(row)
 
     # -- claim order -----------------------------------------------------------------
 
@@ -454,8 +471,8 @@ class TaskRows:
         placed = [row for row in rows if self.position.values[row] >= 0]
         positions = self.position.values[placed].astype(np.int64)
         kept = self.pending[~np.isin(self.pending, positions)]
-        now_pending = positions[self.status.values[placed] == PENDING]
-        self.pending = np.union1d(kept, now_pending)
+        now_pending = np.sort(positions[self.status.values[placed] == PENDING])
+        self.pending = np.insert(kept, np.searchsorted(kept, now_pending), now_pending)
 
     # -- queries -----------------------------------------------------------------------
 
@@ -502,24 +519,28 @@ class TaskRows:
         """The pending row a claim takes: of these task types, of no excluded model, due
         by ``now``; the highest priority, then the first in ``created_at`` order."""
         rows = self.order.values[self.pending]
+        eligible = self.run_after_us.values[rows] <= to_micros(now)
         if task_types:
-            rows = rows[np.isin(self.task_type.values[rows],
-                                [TYPE_CODES[task_type] for task_type in task_types])]
-        rows = rows[self.run_after_us.values[rows] <= to_micros(now)]
+            wanted = np.zeros(len(TASK_TYPES), bool)
+            wanted[[TYPE_CODES[task_type] for task_type in task_types]] = True
+            eligible &= wanted[self.task_type.values[rows]]
         excluded = [self._model_codes[model] for model in excluded_models
                     if model in self._model_codes]
         if excluded:
-            rows = rows[~np.isin(self.model.values[rows], excluded)]
+            allowed = np.ones(len(self.models), bool)
+            allowed[excluded] = False
+            eligible &= allowed[self.model.values[rows]]
+        rows = rows[eligible]
         if not len(rows):
             return None
         return int(rows[int(np.argmax(self.priority.values[rows]))])
 
     def running_count(self, models: list[str], now: datetime) -> int:
         """Leased rows of these models whose lease runs past ``now``."""
-        codes = {self._model_codes[model] for model in models if model in self._model_codes}
         now_us = to_micros(now)
-        return sum(1 for row, lease in self.leases.items()
-                   if lease["expires_us"] > now_us and int(self.model.values[row]) in codes)
+        return sum(1 for model in models if model in self._model_codes
+                   for row in self._leased_by_model.get(self._model_codes[model], ())
+                   if self.leases[row]["expires_us"] > now_us)
 
     def held_by(self, runner_id: str, now: datetime) -> int | None:
         now_us = to_micros(now)

@@ -9,8 +9,10 @@ from typing import Any
 from flask import Flask
 
 from app import cli, config, security
+from app.access.token_commands import tokens_cli
 from app.clock import utc_now
 from app.errors import register_error_handlers
+from app.routers.access import bp as access_bp
 from app.routers.agent import bp as agent_bp
 from app.routers.dashboard import bp as dashboard_bp
 from app.routers.prometheus import bp as prometheus_bp
@@ -51,6 +53,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     security.init_app(app)
     cli.init_app(app)
+    app.cli.add_command(tokens_cli)
+    app.register_blueprint(access_bp)
     app.register_blueprint(agent_bp)
     app.register_blueprint(system_bp)
     app.register_blueprint(prometheus_bp)

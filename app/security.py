@@ -2,27 +2,28 @@
 
 - ``Host`` must be one of ``AGENT_ALLOWED_HOSTS`` (ports ignored; ``*`` allows any),
   else ``400``: a page on a rebinding domain cannot reach the service through a browser.
-- When ``AGENT_API_TOKEN`` is set, every request needs ``Authorization: Bearer <token>``,
-  except the paths in :data:`OPEN_PATHS`; an unknown path answers 401 rather than telling
-  a stranger which paths exist.
+- When tokens are configured (``AGENT_API_TOKEN``, ``AGENT_API_TOKENS_FILE``), every
+  request needs ``Authorization: Bearer <token>``, except the open routes; an unknown
+  path answers 401 rather than telling a stranger which paths exist. The token's role
+  must be one the route allows (:mod:`app.access.roles`), else ``403``.
 - A request with a body must say ``Content-Type: application/json``, else ``415``: a
   web page can send a "simple" cross-site request (``text/plain``) without a CORS
   preflight, but never one typed as JSON. The service sends no CORS headers.
 """
 from __future__ import annotations
 
-import hmac
-
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
+from app.access.callers import UNGUARDED, Tokens, tokens
+from app.access.roles import ADMIN, OPEN_ENDPOINTS, ROUTE_ROLES
 from app.config import ANY_HOST, host_without_port
 from app.errors import error_response
 from app.shared_settings import TOKEN_SCHEME
 
-OPEN_PATHS = frozenset({"/api/health", "/api/openapi.json"})
 JSON_MEDIA_TYPE = "application/json"
+ADMIN_ONLY = frozenset({ADMIN})
 
 
 def _check_host() -> None:
@@ -41,21 +42,23 @@ def _presented_token() -> str | None:
     return token.strip()
 
 
-def token_matches(presented: str, expected: str) -> bool:
-    """Compare in constant time, so the answer's timing leaks nothing about the token."""
-    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
-
-
-def _require_token() -> ResponseReturnValue | None:
-    expected = current_app.config.get("AGENT_API_TOKEN")
-    if not expected or request.path in OPEN_PATHS:
+def _authenticate() -> ResponseReturnValue | None:
+    """Set ``g.caller`` from the token, and refuse a request its role may not make."""
+    accepted = tokens()
+    if not accepted.required:
+        g.caller = UNGUARDED
         return None
     presented = _presented_token()
-    if presented is not None and token_matches(presented, expected):
+    g.caller = None if presented is None else accepted.caller(presented)
+    if request.endpoint in OPEN_ENDPOINTS:
         return None
-    detail = "Missing bearer token." if presented is None else "Invalid bearer token."
-    body, status = error_response(401, detail)
-    return body, status, {"WWW-Authenticate": TOKEN_SCHEME}
+    if g.caller is None:
+        detail = "Missing bearer token." if presented is None else "Invalid bearer token."
+        body, status = error_response(401, detail)
+        return body, status, {"WWW-Authenticate": TOKEN_SCHEME}
+    if request.endpoint is not None:  # None: no route matched, which answers 404 or 405
+        g.caller.check(ROUTE_ROLES.get(request.endpoint, ADMIN_ONLY))
+    return None
 
 
 def _has_body() -> bool:
@@ -70,6 +73,8 @@ def _require_json_body() -> None:
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["tokens"] = Tokens(app.config.get("AGENT_API_TOKEN"),
+                                      app.config.get("AGENT_API_TOKENS_FILE"))
     app.before_request(_check_host)
-    app.before_request(_require_token)
+    app.before_request(_authenticate)
     app.before_request(_require_json_body)

@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 from flask.typing import ResponseReturnValue
 
+from app.access.callers import current_caller
 from app.models.agent import (
     AttentionListSchema,
     AttentionQuerySchema,
@@ -71,13 +72,16 @@ def pipeline() -> ResponseReturnValue:
 @bp.post("/tasks/claim")
 def claim_task() -> ResponseReturnValue:
     fields = schema(TaskClaimSchema).load(json_body())
+    current_caller().check_runner_id(fields["runner_id"])
     task = services().tasks.claim(**fields)
     return ("", 204) if task is None else schema(TaskSchema).dump(task)
 
 
 @bp.get("/tasks/<task_id>")
 def get_task(task_id: str) -> ResponseReturnValue:
-    return schema(TaskSchema).dump(services().tasks.get(task_id))
+    task = services().tasks.get(task_id)
+    current_caller().check_holds(task.get("runner_id"))
+    return schema(TaskSchema).dump(task)
 
 
 @bp.patch("/tasks/<task_id>")
@@ -92,6 +96,7 @@ def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
     tasks, progress = services().tasks, Progress.of(body)
     status, runner_id = body.get("status"), body.get("runner_id")
     duration = body.get("duration_seconds")
+    current_caller().check_change(runner_id, deciding="decision" in body)
     if "decision" in body:
         return tasks.answer(task_id, body["decision"], progress, status=status,
                             runner_id=runner_id)

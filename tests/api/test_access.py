@@ -6,7 +6,8 @@ import re
 import pytest
 from flask import Flask
 
-from app.security import OPEN_PATHS, token_matches
+from app.access.callers import token_matches
+from app.access.roles import OPEN_ENDPOINTS
 from tests.support import open_app
 
 TOKEN = "s3cret-token-0123456789"
@@ -18,12 +19,14 @@ def guarded(logs_dir, clock) -> Flask:
                      "AGENT_FSYNC": False, "AGENT_API_TOKEN": TOKEN})
 
 
-def every_route(app: Flask) -> list[tuple[str, str]]:
-    """(method, url) for each method of each URL rule, arguments filled with a sample."""
+def every_route(app: Flask) -> list[tuple[str, str, str]]:
+    """(endpoint, method, url) for each method of each URL rule, arguments filled with a
+    sample."""
     routes = []
     for rule in app.url_map.iter_rules():
         url = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", "sample", rule.rule)
-        routes += [(method, url) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+        routes += [(rule.endpoint, method, url)
+                   for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return routes
 
 
@@ -31,8 +34,8 @@ def test_every_route_but_the_open_ones_needs_the_token(guarded: Flask) -> None:
     client = guarded.test_client()
     routes = every_route(guarded)
     assert len(routes) >= 8
-    for method, url in routes:
-        if url in OPEN_PATHS:
+    for endpoint, method, url in routes:
+        if endpoint in OPEN_ENDPOINTS:
             assert client.open(url, method=method).status_code == 200, url
             continue
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},

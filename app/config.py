@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_ROUTING_FILE": None,
     "AGENT_FSYNC": True,
     "AGENT_API_TOKEN": None,
+    "AGENT_API_TOKENS_FILE": None,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "AGENT_ALLOWED_HOSTS": ("localhost", "127.0.0.1", "::1"),
     "AGENT_METRICS_MAX_MODELS": 100,
@@ -77,6 +78,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     if env.get("AGENT_FSYNC"):
         config["AGENT_FSYNC"] = _flag(env["AGENT_FSYNC"])
     config["AGENT_API_TOKEN"] = api_token(env)
+    if env.get("AGENT_API_TOKENS_FILE"):
+        config["AGENT_API_TOKENS_FILE"] = env["AGENT_API_TOKENS_FILE"]
     if env.get("AGENT_MAX_BODY_BYTES"):
         config["MAX_CONTENT_LENGTH"] = whole_number(env, "AGENT_MAX_BODY_BYTES", 1, 2**31)
     if env.get("AGENT_ALLOWED_HOSTS"):

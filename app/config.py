@@ -15,6 +15,15 @@ from typing import Any
 
 from app.shared_settings import PROJECT_ROOT, ConfigError, api_token, whole_number
 
+DATABASE_TIMEOUTS: dict[str, tuple[int, int, int]] = {
+    "AGENT_DATABASE_CONNECT_TIMEOUT": (5, 2, 600),
+    "AGENT_DATABASE_POOL_TIMEOUT": (5, 1, 600),
+    "AGENT_DATABASE_STATEMENT_TIMEOUT": (30, 1, 3600),
+    "AGENT_DATABASE_LOCK_TIMEOUT": (5, 1, 3600),
+}
+"""Seconds each wait on PostgreSQL may last: (default, lowest, highest). The connect
+timeout starts at 2, as libpq's does."""
+
 DEFAULTS: dict[str, Any] = {
     "AGENT_LOGS_DIR": str(PROJECT_ROOT / "logs"),
     "METRICS_WINDOW_DAYS": 7,
@@ -28,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_MAX_ATTEMPTS": 3,
     "AGENT_DATABASE_URL": None,
     "AGENT_DATABASE_POOL_SIZE": 8,
+    **{name: default for name, (default, _, _) in DATABASE_TIMEOUTS.items()},
 }
 ANY_HOST = "*"
 
@@ -93,7 +103,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     if env.get("AGENT_DATABASE_POOL_SIZE"):
         config["AGENT_DATABASE_POOL_SIZE"] = whole_number(env, "AGENT_DATABASE_POOL_SIZE", 1,
                                                           1000)
+    config.update(database_timeouts(env))
     return config
+
+
+def database_timeouts(env: Mapping[str, str]) -> dict[str, int]:
+    """The ``AGENT_DATABASE_*_TIMEOUT`` settings, in seconds, defaults filled in."""
+    return {name: whole_number(env, name, low, high) if env.get(name) else default
+            for name, (default, low, high) in DATABASE_TIMEOUTS.items()}
 
 
 def metrics_path(logs_dir: str | os.PathLike[str]) -> Path:

@@ -16,8 +16,10 @@ def open_stores(settings: Mapping[str, Any]) -> tuple[TaskStore, MetricStore]:
     url = settings.get("AGENT_DATABASE_URL")
     if url:
         from app.storage.postgres import PostgresDatabase, PostgresMetricStore, PostgresTaskStore
+        from app.storage.postgres.timeouts import Timeouts
 
-        database = PostgresDatabase(url, pool_size=settings["AGENT_DATABASE_POOL_SIZE"])
+        database = PostgresDatabase(url, pool_size=settings["AGENT_DATABASE_POOL_SIZE"],
+                                    timeouts=Timeouts.from_settings(settings))
         return PostgresTaskStore(database), PostgresMetricStore(database)
     logs_dir, fsync = settings["AGENT_LOGS_DIR"], settings["AGENT_FSYNC"]
     metrics = JsonlMetricStore(config.metrics_path(logs_dir), fsync=fsync)

@@ -88,8 +88,12 @@ def version(conn: psycopg.Connection) -> int:
 
 
 def upgrade(conn: psycopg.Connection) -> tuple[int, int]:
-    """Bring the schema to :data:`LATEST`; returns the versions before and after."""
+    """Bring the schema to :data:`LATEST`; returns the versions before and after. The
+    upgrade may take long on large tables, and waits for another server's: the
+    statement and lock timeouts do not apply to it."""
     with conn.transaction():
+        conn.execute("SET LOCAL statement_timeout = 0")
+        conn.execute("SET LOCAL lock_timeout = 0")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         before = version(conn)

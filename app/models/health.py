@@ -12,4 +12,6 @@ class StoreHealthSchema(Schema):
 class HealthSchema(Schema):
     status = fields.String(required=True, metadata={"enum": ["ok", "degraded"]})
     stores = fields.Dict(keys=fields.String(), values=fields.Nested(StoreHealthSchema),
-                         required=True)
+                         metadata={"description": "Each store's location and whether it "
+                                   "can be written; shown to tokens that may read (and "
+                                   "to everyone when no token is configured)."})

@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 
+from app.access.callers import known_caller
+from app.access.roles import READERS
 from app.models.health import HealthSchema
 from app.openapi import openapi_document
 from app.routers.common import schema, services
@@ -13,13 +15,18 @@ bp = Blueprint("system", __name__, url_prefix="/api")
 
 @bp.get("/health")
 def health() -> ResponseReturnValue:
-    """200 while the process serves; ``status`` says whether writes can succeed."""
+    """200 while the process serves; ``status`` says whether writes can succeed. Where
+    the stores are is told only to a caller whose token may read."""
     stores = {
         name: {"path": path, "writable": writable}
         for name, (path, writable) in services().stores().items()
     }
     healthy = all(store["writable"] for store in stores.values())
-    return schema(HealthSchema).dump({"status": "ok" if healthy else "degraded", "stores": stores})
+    answer: dict[str, object] = {"status": "ok" if healthy else "degraded"}
+    caller = known_caller()
+    if caller is not None and caller.role in READERS:
+        answer["stores"] = stores
+    return schema(HealthSchema).dump(answer)
 
 
 @bp.get("/openapi.json")

@@ -213,3 +213,14 @@ def test_a_file_set_but_missing_refuses_every_token(logs_dir: Path, tmp_path: Pa
                     "AGENT_API_TOKENS_FILE": str(tmp_path / "absent.json")})
     assert As(app.test_client(), "anything-at-all-123").get("/api/agent/tasks"
                                                           ).status_code == 401
+
+
+def test_health_tells_where_the_stores_are_only_to_readers(
+        scoped: Flask, secrets: dict[str, str]) -> None:
+    anonymous = scoped.test_client().get("/api/health")
+    assert anonymous.status_code == 200 and anonymous.json == {"status": "ok"}
+    callers = clients(scoped, secrets)
+    assert set(callers["read"].get("/api/health").json["stores"]) == {"metrics", "tasks"}
+    assert "stores" not in callers["run"].get("/api/health").json
+    assert As(scoped.test_client(), "wrong-token-0123456789").get("/api/health"
+                                                                ).json == {"status": "ok"}

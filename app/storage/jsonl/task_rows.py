@@ -27,6 +27,8 @@ import numpy as np
 from app.clock import parse_iso
 from app.models.agent import STATUSES, TASK_TYPES
 from app.storage.jsonl.hash_runs import HashRuns, hash_key, hash_keys
+from app.storage.jsonl.leases import Leases
+from app.storage.jsonl.pending_columns import CLAIM_COLUMNS, PendingColumns
 from app.storage.metric_records import to_micros
 from app.storage.stores import Task
 
@@ -170,12 +172,9 @@ class TaskRows:
         """``created_at`` (microseconds) of each row of :attr:`order`, in that order."""
         self.pending = np.empty(0, np.int64)
         """Sorted positions in :attr:`order` of the pending tasks."""
-        self.leases: dict[int, dict[str, Any]] = {}
+        self._claim_columns = PendingColumns()
+        self.leases = Leases()
         """Running tasks under a lease: their runner_id and lease_expires_at."""
-        self._leased_by_model: dict[int, set[int]] = {}
-        """The rows of :attr:`leases` by model code, so a cap counts only its models'."""
-        self._leased_model: dict[int, int] = {}
-        """The model code each row of :attr:`_leased_by_model` is filed under."""
         self.unrecorded: set[int] = set()
         """Final tasks whose metric record is not known to be written yet."""
         self.models: list[str] = []
@@ -222,7 +221,7 @@ class TaskRows:
             rows.model_code(model)
         for row, runner_id, expires in meta["leases"]:
             rows._lease(int(row), {"runner_id": runner_id, "lease_expires_at": expires})
-        rows._file_leases(list(rows.leases))
+        rows.leases.file_models(list(rows.leases), rows.model.values)
         return rows
 
     # -- reading back ----------------------------------------------------------------
@@ -326,7 +325,7 @@ class TaskRows:
             else:
                 self.unrecorded.discard(row)
         if self._status_of(batch, row) != RUNNING:
-            self.leases.pop(row, None)
+            self.leases.release(row)
             batch.unsure.discard(row)
             return
         held = self.leases.get(row)
@@ -340,14 +339,12 @@ class TaskRows:
                           for name in LEASE_FIELDS})
 
     def _lease(self, row: int, fields: dict[str, Any]) -> None:
-        """Hold the row as leased if ``fields`` give it a lease (with the time it runs
-        out in microseconds, so looking for due expiries parses nothing)."""
+        """Hold the row as leased if ``fields`` give it a lease."""
         expires = fields.get("lease_expires_at")
         if expires is None:
-            self.leases.pop(row, None)
+            self.leases.release(row)
         else:
-            self.leases[row] = {"runner_id": fields.get("runner_id"),
-                                "lease_expires_at": expires, "expires_us": micros(expires)}
+            self.leases.hold(row, fields.get("runner_id"), expires)
 
     def _write(self, batch: _Batch) -> None:
         """Write a batch's rows and changes to the columns."""
@@ -380,18 +377,7 @@ class TaskRows:
         self._repend({row for row in batch.touched if row < batch.first_row})
         for row, created in moved:
             self._move(row, created)
-        self._file_leases(batch.touched)
-
-    def _file_leases(self, rows: Iterable[int]) -> None:
-        """File these rows under their model in :attr:`_leased_by_model` if they are
-        leased, and nowhere if not (once the batch's columns are written)."""
-        for row in rows:
-            filed = self._leased_model.pop(row, None)
-            if filed is not None:
-                self._leased_by_model[filed].discard(row)
-            if row in self.leases:
-                code = self._leased_model[row] = int(self.model.values[row])
-                self._leased_by_model.setdefault(code, set()).add(row)
+        self.leases.file_models(batch.touched, self.model.values)
 
     # -- claim order -----------------------------------------------------------------
 
@@ -470,9 +456,24 @@ class TaskRows:
             return
         placed = [row for row in rows if self.position.values[row] >= 0]
         positions = self.position.values[placed].astype(np.int64)
-        kept = self.pending[~np.isin(self.pending, positions)]
+        kept = ~np.isin(self.pending, positions)
         now_pending = np.sort(positions[self.status.values[placed] == PENDING])
-        self.pending = np.insert(kept, np.searchsorted(kept, now_pending), now_pending)
+        at = np.searchsorted(self.pending[kept], now_pending)
+        pending = np.insert(self.pending[kept], at, now_pending)
+        if self._claim_columns.current(self.pending):
+            self._claim_columns.update(pending, kept, at, self.order.values[now_pending],
+                                       self._columns())
+        self.pending = pending
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name).values for name in CLAIM_COLUMNS}
+
+    def _pending_columns(self) -> PendingColumns:
+        """The claim's columns of the pending rows, gathered again if the pending
+        positions were changed other than by :meth:`_repend`."""
+        if not self._claim_columns.current(self.pending):
+            self._claim_columns.rebuild(self.pending, self.order.values, self._columns())
+        return self._claim_columns
 
     # -- queries -----------------------------------------------------------------------
 
@@ -484,7 +485,7 @@ class TaskRows:
     def _matching(self, statuses: tuple[str, ...] | None, task_type: str | None) -> np.ndarray:
         """Rows of these statuses and task type, in claim order."""
         if statuses == ("pending",):
-            rows = self.order.values[self.pending]
+            rows = self._pending_columns().rows
         else:
             rows = self.order.values
             if statuses is not None:
@@ -518,42 +519,39 @@ class TaskRows:
                      excluded_models: frozenset[str]) -> int | None:
         """The pending row a claim takes: of these task types, of no excluded model, due
         by ``now``; the highest priority, then the first in ``created_at`` order."""
-        rows = self.order.values[self.pending]
-        eligible = self.run_after_us.values[rows] <= to_micros(now)
+        pending = self._pending_columns()
+        columns = pending.columns
+        eligible = columns["run_after_us"] <= to_micros(now)
         if task_types:
             wanted = np.zeros(len(TASK_TYPES), bool)
             wanted[[TYPE_CODES[task_type] for task_type in task_types]] = True
-            eligible &= wanted[self.task_type.values[rows]]
+            eligible &= wanted[columns["task_type"]]
         excluded = [self._model_codes[model] for model in excluded_models
                     if model in self._model_codes]
         if excluded:
             allowed = np.ones(len(self.models), bool)
             allowed[excluded] = False
-            eligible &= allowed[self.model.values[rows]]
-        rows = rows[eligible]
+            eligible &= allowed[columns["model"]]
+        rows = pending.rows[eligible]
         if not len(rows):
             return None
-        return int(rows[int(np.argmax(self.priority.values[rows]))])
+        return int(rows[int(np.argmax(columns["priority"][eligible]))])
 
     def running_count(self, models: list[str], now: datetime) -> int:
         """Leased rows of these models whose lease runs past ``now``."""
-        now_us = to_micros(now)
-        return sum(1 for model in models if model in self._model_codes
-                   for row in self._leased_by_model.get(self._model_codes[model], ())
-                   if self.leases[row]["expires_us"] > now_us)
+        return self.leases.running([self._model_codes[model] for model in models
+                                    if model in self._model_codes], to_micros(now))
 
     def held_by(self, runner_id: str, now: datetime) -> int | None:
-        now_us = to_micros(now)
-        held = [row for row, lease in self.leases.items()
-                if lease["runner_id"] == runner_id and lease["expires_us"] > now_us]
+        held = self.leases.held_by(runner_id, to_micros(now))
         return min(held, key=lambda row: int(self.position.values[row]), default=None)
 
     def expired(self, now: datetime, row: int | None = None) -> list[int]:
         """Leased rows whose lease ran out by ``now`` (of one row, or of all)."""
         now_us = to_micros(now)
-        leased = self.leases if row is None else {
-            row: self.leases[row]} if row in self.leases else {}
-        return [row for row, lease in leased.items() if lease["expires_us"] <= now_us]
+        if row is None:
+            return self.leases.expired(now_us)
+        return [row] if self.leases.has_expired(row, now_us) else []
 
     def rows_in_claim_order(self) -> list[int]:
         return self.order.values.tolist()

@@ -6,7 +6,7 @@ stops the server with one line saying which.
 import gc
 
 from app.shared_settings import exit_on_config_error
-from app.serving import server_settings
+from app.serving import LIMIT_REQUEST_LINE, server_settings
 
 with exit_on_config_error("agent-metrics-service"):
     settings = server_settings()
@@ -16,8 +16,10 @@ workers = settings.workers
 # Threaded workers: a client that sends or reads slowly holds one thread of its worker,
 # not the whole worker, and the worker's timeout watches its main loop, not a request,
 # so a long export is not cut.
-worker_class = "gthread"
+# gthread, answering gunicorn's own refusals (a request line too long...) as JSON.
+worker_class = "app.serving.JsonErrorWorker"
 threads = settings.threads
+limit_request_line = LIMIT_REQUEST_LINE
 accesslog = "-"
 timeout = 60
 

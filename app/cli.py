@@ -1,6 +1,9 @@
 """``flask`` commands: ``flask --app wsgi metrics|tasks|db|store ...``.
 
-The click groups are defined here once; commands for either store attach to them.
+The click groups are defined here once; commands for either store attach to them. A
+command that fails as commands may (a store that cannot be reached, a password the
+database refuses, a setting or file that cannot be used) prints one line to stderr and
+exits with status 1, never a traceback.
 """
 from __future__ import annotations
 
@@ -15,18 +18,35 @@ from flask.cli import AppGroup
 
 from app.models.metrics import MetricsAggregatesSchema
 from app.services import Services
+from app.shared_settings import ConfigError
 from app.storage.stores import CompactionReport
-from app.storage.stores import StoreUnavailable
 
 if TYPE_CHECKING:
     from app.storage.postgres import PostgresDatabase
 
 DEFAULT_KEEP_DAYS = 30
+COMMAND_ERRORS = (OSError, ConfigError)
+"""How a command may fail without a bug: a store that cannot be reached or written
+(:class:`~app.storage.stores.StoreUnavailable` is an OSError), a file that cannot be
+read, a setting or routing file that cannot be used."""
 
-metrics_cli = AppGroup("metrics", help="Work with the metrics store.")
-tasks_cli = AppGroup("tasks", help="Work with the task store.")
-db_cli = AppGroup("db", help="Work with the PostgreSQL database named by AGENT_DATABASE_URL.")
-store_cli = AppGroup("store", help="Move stores between backends.")
+
+class CommandGroup(AppGroup):
+    """A group whose commands end with one line on stderr (``Error: ...``) and exit
+    status 1 when they fail as in :data:`COMMAND_ERRORS`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except COMMAND_ERRORS as exc:
+            raise click.ClickException(" ".join(str(exc).split()) or repr(exc)) from exc
+
+
+metrics_cli = CommandGroup("metrics", help="Work with the metrics store.")
+tasks_cli = CommandGroup("tasks", help="Work with the task store.")
+db_cli = CommandGroup("db", help="Work with the PostgreSQL database named by "
+                      "AGENT_DATABASE_URL.")
+store_cli = CommandGroup("store", help="Move stores between backends.")
 
 keep_days_option = click.option(
     "--keep-days", type=click.IntRange(min=0), default=DEFAULT_KEEP_DAYS, show_default=True,
@@ -45,11 +65,7 @@ def _compact(
     if keep_days == 0 and not yes:
         raise click.UsageError(f"--keep-days 0 drops every finished entry of the {store} "
                                "store; add --yes if that is what you want.")
-    try:
-        report = compact(keep_days)
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"{store}: {report.summary()}")
+    click.echo(f"{store}: {compact(keep_days).summary()}")
 
 
 @metrics_cli.command("compact")
@@ -140,11 +156,8 @@ def upgrade_database() -> None:
     from app.storage.postgres import schema
 
     database = _database()
-    try:
-        with database.connect() as conn:
-            before, after = schema.upgrade(conn)
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
+    with database.connect() as conn:
+        before, after = schema.upgrade(conn)
     if before == after:
         click.echo(f"{database.location}: schema version {after}, up to date")
     else:
@@ -163,8 +176,6 @@ def copy_store(source: Path) -> None:
     database = _database()
     try:
         counts = copy_stores(source, database)
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         database.close()
     click.echo(f"{source} -> {database.location}: {counts.summary()}")

@@ -17,6 +17,7 @@ from flask import Flask
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
+from app.models.access import WhoAmISchema
 from app.models.agent import (
     AttentionListSchema,
     AttentionQuerySchema,
@@ -55,12 +56,15 @@ RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 ERROR_MEANINGS = {
     400: "Malformed JSON body, or a Host header not in AGENT_ALLOWED_HOSTS.",
-    401: "Missing or wrong bearer token (only when AGENT_API_TOKEN is set).",
+    401: "Missing or wrong bearer token (only when tokens are configured).",
+    403: "The token's role may not do this (the detail names the role needed), or a run "
+         "token used a runner id not under its name.",
     404: "No such task.",
     409: "The task cannot go to that status (or be cancelled, or run again, now).",
     413: "Request body larger than the limit.",
     415: "A request body not sent as Content-Type: application/json.",
-    422: "Invalid fields or query parameters.",
+    422: "Invalid fields or query parameters, or a task id no task can have (more than "
+         "200 characters, or a NUL).",
     503: "A store cannot be written (folder not writable, disk full).",
 }
 
@@ -131,7 +135,7 @@ OPERATIONS: dict[str, Operation] = {
         "context and priority", TaskSchema, status=201, errors=(404, 409, 422, 503),
         links=_task_links(),
     ),
-    "agent.get_task": Operation("One task", TaskSchema, errors=(404,)),
+    "agent.get_task": Operation("One task", TaskSchema, errors=(404, 422)),
     "agent.count_tasks": Operation("How many tasks there are, by status", TaskCountSchema),
     "agent.tasks_needing_attention": Operation(
         "Tasks that need a person (needs_decision, or failed after their last attempt; "
@@ -144,7 +148,8 @@ OPERATIONS: dict[str, Operation] = {
         PipelineStatusSchema,
     ),
     "agent.task_log": Operation(
-        "What runners have sent of a task's output so far", TaskLogSchema, errors=(404,),
+        "What runners have sent of a task's output so far", TaskLogSchema,
+        errors=(404, 422),
     ),
     "agent.update_task": Operation(
         "Change a task: its status (a final status records its metric), a runner's "
@@ -178,8 +183,10 @@ OPERATIONS: dict[str, Operation] = {
         errors=(422,),
     ),
     "system.health": Operation(
-        "Whether the service can write its stores", HealthSchema, public=True,
+        "Whether the service can write its stores (where they are, to a token that may "
+        "read)", HealthSchema, public=True,
     ),
+    "access.whoami": Operation("The name and role of the caller's token", WhoAmISchema),
     "system.openapi": Operation("This document", public=True),
 }
 
@@ -200,7 +207,7 @@ def _describe(endpoint: str, operation: Operation, rule: Rule) -> dict[str, Any]
     }
     if operation.links:
         success["links"] = operation.links
-    errors = set(operation.errors) | {400} | (set() if operation.public else {401})
+    errors = set(operation.errors) | {400} | (set() if operation.public else {401, 403})
     responses: dict[str, Any] = {str(operation.status): success}
     responses.update({str(status): {"description": meaning}
                       for status, meaning in operation.empty.items()})

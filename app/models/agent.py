@@ -16,6 +16,7 @@ from app.api_limits import (
     MAX_STEP_CHARS,
     MIN_LEASE_SECONDS,
 )
+from app.models.text import MAX_NAME_CHARS, JsonObject, Name, Text
 
 MAX_OUTPUT_CHARS = 256 * 1024
 MAX_CONTEXT_BYTES = 64 * 1024
@@ -48,7 +49,8 @@ class StrictBoolean(fields.Boolean):
 
 
 class StrictFloat(fields.Float):
-    """A JSON number: not a string holding one."""
+    """A JSON number: not a string holding one (nor ``true`` or ``false``, which
+    marshmallow's numbers refuse already)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if isinstance(value, str):
@@ -88,13 +90,13 @@ def _delay_seconds(description: str, *, zero: bool) -> StrictFloat:
 
 
 class TaskCreateSchema(Schema):
-    direction = fields.String(
+    direction = Text(
         required=True, validate=[_not_blank, validate.Length(max=MAX_DIRECTION_CHARS)]
     )
-    task_type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    task_type = Name(required=True, validate=validate.OneOf(TASK_TYPES))
     # A field named like marshmallow's own Schema.context attribute, hence the ignore.
-    context = fields.Dict(  # type: ignore[assignment]
-        keys=fields.String(), load_default=dict,
+    context = JsonObject(  # type: ignore[assignment]
+        load_default=dict,
         metadata={"description": f"At most {MAX_CONTEXT_BYTES} bytes as compact JSON."},
     )
     priority = _priority("Claims take the highest priority first, then the oldest task.",
@@ -120,7 +122,7 @@ class TaskCreateSchema(Schema):
             raise ValidationError(f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON.")
 
 
-RUNNER_ID = fields.String(validate=[_not_blank, validate.Length(max=200)], metadata={
+RUNNER_ID = Name(validate=[_not_blank, validate.Length(max=MAX_NAME_CHARS)], metadata={
     "description": "Who claims: a runner names itself (host, pid and a random part)."})
 
 
@@ -128,20 +130,19 @@ class TaskPatchSchema(Schema):
     """A status change, a heartbeat of the runner holding the task (``runner_id``
     without ``status``), progress, or a decision; at least one field."""
 
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    status = Name(validate=validate.OneOf(STATUSES))
     runner_id = RUNNER_ID
-    output = fields.String(allow_none=True, validate=validate.Length(max=MAX_OUTPUT_CHARS))
-    duration_seconds = fields.Float(
+    output = Text(allow_none=True, validate=validate.Length(max=MAX_OUTPUT_CHARS))
+    duration_seconds = StrictFloat(
         validate=validate.Range(min=0, max=MAX_DURATION_SECONDS), allow_nan=False
     )
-    progress_pct = fields.Float(validate=validate.Range(min=0, max=100), allow_nan=False)
-    current_step = fields.String(validate=validate.Length(max=MAX_STEP_CHARS))
-    decision_prompt = fields.String(validate=[_not_blank,
-                                              validate.Length(max=MAX_DIRECTION_CHARS)],
-                                    metadata={"description": "Required to go needs_decision."})
-    decision = fields.String(validate=validate.Length(max=MAX_DIRECTION_CHARS), metadata={
+    progress_pct = StrictFloat(validate=validate.Range(min=0, max=100), allow_nan=False)
+    current_step = Text(validate=validate.Length(max=MAX_STEP_CHARS))
+    decision_prompt = Text(validate=[_not_blank, validate.Length(max=MAX_DIRECTION_CHARS)],
+                           metadata={"description": "Required to go needs_decision."})
+    decision = Text(validate=validate.Length(max=MAX_DIRECTION_CHARS), metadata={
         "description": "Answers a task that needs_decision; it goes back to pending."})
-    log_append = fields.String(validate=validate.Length(max=MAX_LOG_APPEND_CHARS), metadata={
+    log_append = Text(validate=validate.Length(max=MAX_LOG_APPEND_CHARS), metadata={
         "description": "Output since the runner's last PATCH, added to the task's log."})
     retryable = StrictBoolean(metadata={
         "description": "With a runner's failed report: the failure is worth retrying; the "
@@ -175,17 +176,16 @@ class TaskPatchSchema(Schema):
 
 
 class TaskCancelSchema(Schema):
-    reason = fields.String(validate=validate.Length(max=MAX_CANCEL_REASON_CHARS),
-                           metadata={"description": "Kept on the task as cancel_reason."})
+    reason = Text(validate=validate.Length(max=MAX_CANCEL_REASON_CHARS),
+                  metadata={"description": "Kept on the task as cancel_reason."})
 
 
 class TaskClaimSchema(Schema):
-    runner_id = fields.String(required=True, validate=[_not_blank, validate.Length(max=200)],
-                              metadata=RUNNER_ID.metadata)
-    task_types = fields.List(fields.String(validate=validate.OneOf(TASK_TYPES)), metadata={
+    runner_id = Name(required=True, validate=RUNNER_ID.validators, metadata=RUNNER_ID.metadata)
+    task_types = fields.List(Name(validate=validate.OneOf(TASK_TYPES)), metadata={
         "description": "Claim only tasks of these types (default: any)."})
     lease_seconds = fields.Integer(
-        load_default=DEFAULT_LEASE_SECONDS,
+        strict=True, load_default=DEFAULT_LEASE_SECONDS,
         validate=validate.Range(min=MIN_LEASE_SECONDS, max=MAX_LEASE_SECONDS),
         metadata={"description": "How long the claim holds without a heartbeat."})
 
@@ -381,10 +381,10 @@ class PipelineStatusSchema(Schema):
 
 
 class TaskListQuerySchema(Schema):
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    task_type = fields.String(validate=validate.OneOf(TASK_TYPES))
+    status = Name(validate=validate.OneOf(STATUSES))
+    task_type = Name(validate=validate.OneOf(TASK_TYPES))
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=500))
-    order = fields.String(
+    order = Name(
         load_default="newest", validate=validate.OneOf(("newest", "oldest")),
         metadata={"description": "newest (default) or oldest first, by created_at then id"},
     )
@@ -393,7 +393,7 @@ class TaskListQuerySchema(Schema):
 
 
 class RouteQuerySchema(Schema):
-    task_type = fields.String(required=True, validate=validate.OneOf(TASK_TYPES))
+    task_type = Name(required=True, validate=validate.OneOf(TASK_TYPES))
 
 
 class RouteSchema(Schema):
@@ -406,9 +406,9 @@ class RouteSchema(Schema):
 class RoutingEntrySchema(Schema):
     """One entry of the routing file; fields left out keep their built-in values."""
 
-    model = fields.String(validate=_not_blank)
-    tier = fields.String(validate=_not_blank)
-    command = fields.List(fields.String(), validate=validate.Length(min=1))
+    model = Name(validate=_not_blank)
+    tier = Name(validate=_not_blank)
+    command = fields.List(Name(), validate=validate.Length(min=1))
     accepts_end_of_options = fields.Boolean(metadata={
         "description": 'false for a CLI that takes no "--": {direction} may then come '
                        'anywhere, and directions starting with "-" are refused.'})
@@ -419,7 +419,7 @@ class RoutingEntrySchema(Schema):
 
 
 def _caps(what: str) -> fields.Dict:
-    return fields.Dict(keys=fields.String(validate=_not_blank),
+    return fields.Dict(keys=Name(validate=_not_blank),
                        values=fields.Integer(strict=True, validate=validate.Range(min=1)),
                        metadata={"description": f"At most this many tasks of each {what} "
                                                 "run at once."})
@@ -435,7 +435,7 @@ class RoutingLimitsSchema(Schema):
 RoutingFileSchema = Schema.from_dict(
     {
         **{task_type: fields.Nested(RoutingEntrySchema) for task_type in TASK_TYPES},
-        "models": fields.List(fields.String(validate=_not_blank), metadata={
+        "models": fields.List(Name(validate=_not_blank), metadata={
             "description": "More models a task may name in context.model_override."}),
         "limits": fields.Nested(RoutingLimitsSchema),
     },

@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from app.clock import parse_iso
 from app.models.agent import ENDED_STATUSES, STATUSES
+from app.models.text import Name
 
 FINAL_STATUSES = ("completed", "failed")
 """The statuses a metric record holds."""
@@ -72,7 +73,7 @@ class MetricsAggregatesSchema(Schema):
 
 
 class TimeseriesQuerySchema(MetricsQuerySchema):
-    bucket = fields.String(validate=validate.OneOf(BUCKETS))
+    bucket = Name(validate=validate.OneOf(BUCKETS))
 
 
 class TimeseriesPointSchema(Schema):
@@ -103,12 +104,12 @@ class IsoDateTime(fields.Field):
 class RecordsQuerySchema(Schema):
     """Filters of the raw-record export; ``since`` inclusive, ``until`` exclusive."""
 
-    format = fields.String(load_default="jsonl", validate=validate.OneOf(EXPORT_FORMATS))
+    format = Name(load_default="jsonl", validate=validate.OneOf(EXPORT_FORMATS))
     since = IsoDateTime()
     until = IsoDateTime()
-    task_type = fields.String()
-    model = fields.String()
-    status = fields.String(validate=validate.OneOf(FINAL_STATUSES))
+    task_type = Name()
+    model = Name()
+    status = Name(validate=validate.OneOf(FINAL_STATUSES))
 
     @validates_schema
     def _ordered(self, data: dict[str, Any], **_: Any) -> None:

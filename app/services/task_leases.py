@@ -2,8 +2,19 @@
 
 A runner that claims a task holds it for ``lease_seconds``; each PATCH it sends renews
 the lease (a heartbeat). A lease that has run out hands the task back: to ``pending``
-for another claim, or, once the task's ``max_attempts`` claims have been made, to
-``failed`` with :data:`LOST_NOTE`; a task someone asked to cancel ends ``cancelled``.
+for another claim, where its runner's late report is still taken until another runner
+claims it; a task someone asked to cancel ends ``cancelled``.
+
+The last attempt (the ``max_attempts``-th claim) has no other runner to wait for, and
+ending it ``failed`` at once would throw away the report of a runner that was only cut
+off from the service for a while: the failure and its metric record cannot be undone
+when the report comes. So the first expiry of a last attempt's lease gives its runner a
+grace lease, ``lease_seconds`` from when the service finds the lease out (the first
+request after an outage of the service, say); the task stays ``running``, held by the
+same runner, which may report or heartbeat as before. Only the expiry of the grace
+lease ends the task ``failed`` with :data:`LOST_NOTE` (and its one metric record). A
+heartbeat of the runner makes its lease an ordinary one again.
+
 Nothing runs in the background: whoever next reads or writes the store applies the
 expiries that are due.
 """
@@ -33,10 +44,13 @@ def holder(task: dict[str, Any], now: datetime) -> str | None:
     return None if lease_expired(task, now) else task.get("runner_id")
 
 
-def lease(runner_id: str, lease_seconds: int, now: datetime) -> dict[str, Any]:
-    """The fields a claim or heartbeat of ``runner_id`` sets."""
+def lease(runner_id: str, lease_seconds: int, now: datetime, *,
+          grace: bool = False) -> dict[str, Any]:
+    """The fields a claim or heartbeat of ``runner_id`` sets (``grace``: the fields of
+    the grace lease of a last attempt, given on the runner's behalf)."""
     return {"runner_id": runner_id, "lease_seconds": lease_seconds,
-            "lease_expires_at": isoformat(now + timedelta(seconds=lease_seconds))}
+            "lease_expires_at": isoformat(now + timedelta(seconds=lease_seconds)),
+            "lease_grace": grace}
 
 
 def attempt(task: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -68,17 +82,20 @@ def elapsed_seconds(task: dict[str, Any], now: datetime) -> float:
 
 
 def expiry(task: dict[str, Any], now: datetime, max_attempts: int) -> dict[str, Any]:
-    """The change an expired lease makes: back to ``pending``, or ``failed`` for good
-    after the ``max_attempts``-th lost claim (with its duration, for the metric), or
-    ``cancelled`` if someone asked to cancel the task."""
+    """The change an expired lease makes: back to ``pending``; on the
+    ``max_attempts``-th claim, a grace lease for the same runner, and once that ran out
+    too, ``failed`` for good (with its duration, for the metric); or ``cancelled`` if
+    someone asked to cancel the task."""
     change: dict[str, Any] = {"id": task["id"], "updated_at": isoformat(now),
                               "lease_expires_at": None}
     if task.get("cancel_requested"):
         change.update(status="cancelled", duration_seconds=elapsed_seconds(task, now))
-    elif task.get("attempts", 0) >= max_attempts:
+    elif task.get("attempts", 0) < max_attempts:
+        change.update(status="pending")
+    elif not task.get("lease_grace"):
+        change.update(lease(task["runner_id"], task["lease_seconds"], now, grace=True))
+    else:
         output = task.get("output") or ""
         change.update(status="failed", duration_seconds=elapsed_seconds(task, now),
                       output=f"{output}\n{LOST_NOTE}" if output else LOST_NOTE)
-    else:
-        change.update(status="pending")
     return change

@@ -27,6 +27,7 @@ from typing import Any
 from app.clock import Clock, isoformat, utc_now
 from app.models.agent import ENDED_STATUSES
 from app.models.metrics import FINAL_STATUSES
+from app.models.text import name_problem
 from app.services.metrics_service import MetricsService
 from app.services.routing import Route, Routing
 from app.services.task_leases import (
@@ -218,9 +219,10 @@ class TaskService:
 
     def _settle(self, task_id: str | None = None) -> None:
         """Apply what is due: lease expiries (of one task, or of every task), which send
-        a task back to pending or, after its last attempt, fail it (or cancel it, if a
-        cancel was asked for); and the metric records of final tasks that lack one (a
-        record that cannot be written yet is logged and left for the next call)."""
+        a task back to pending or, on its last attempt, give its runner a grace lease and
+        then fail it (or cancel it, if a cancel was asked for); and the metric records of
+        final tasks that lack one (a record that cannot be written yet is logged and left
+        for the next call)."""
         if not self.store.has_due(self.clock(), task_id):
             return
         with self.store.transaction() as tx:
@@ -236,7 +238,7 @@ class TaskService:
     def _expire(self, tx: TaskTransaction, task: Task, now: datetime) -> Task:
         """Apply the expiry of the task's lease, within ``tx``; returns the task it leaves."""
         change = expiry(task, now, self._max_attempts(task))
-        final = change["status"] in FINAL_STATUSES
+        final = change.get("status") in FINAL_STATUSES
         if final:
             change["recorded"] = False
         tx.save(change)
@@ -251,7 +253,16 @@ class TaskService:
         tx.record(self.metrics.checked_record(task["id"], task["task_type"], task["model"],
                                               task["duration_seconds"], task["status"]))
 
+    @staticmethod
+    def _check_id(task_id: str) -> None:
+        """Refuse a task id no task can have (too long, or holding a NUL, which
+        PostgreSQL could not even look up) as an invalid request, on every backend."""
+        problem = name_problem(task_id)
+        if problem is not None:
+            raise InvalidTask("task_id", problem)
+
     def _state(self, task_id: str) -> Task:
+        self._check_id(task_id)
         self._settle(task_id)
         task = self.store.get(task_id)
         if task is None:
@@ -334,6 +345,7 @@ class TaskService:
     ) -> Iterator[tuple[TaskTransaction, Task, datetime]]:
         """The task as of now, in a store transaction for one change: a lease that ran
         out is applied first; a runner's change of a task another runner holds is refused."""
+        self._check_id(task_id)
         self._settle(task_id)
         with self.store.transaction() as tx:
             now = self.clock()

@@ -143,6 +143,8 @@ def test_attention_lists_tasks_failed_after_their_last_attempt_never_cancelled(
 
     assert (get(client, retried)["status"], get(client, lost)["status"]) == (
         "pending", "pending")
+    assert client.get(f"{TASKS}/count").json["by_status"]["running"] == 1  # lost_last's
+    clock.advance(seconds=5)  # grace lease of its last attempt runs out too
     needing = client.get(f"{TASKS}/attention").json
     rows = {task["id"]: task for task in needing["tasks"]}
     assert needing["total"] == 3 and set(rows) == {not_retried, last_attempt, lost_last}

@@ -211,8 +211,8 @@ def test_only_hashes_are_stored(tokens_file: Path, secrets: dict[str, str]) -> N
 def test_a_file_set_but_missing_refuses_every_token(logs_dir: Path, tmp_path: Path) -> None:
     app = open_app({"AGENT_LOGS_DIR": str(logs_dir),
                     "AGENT_API_TOKENS_FILE": str(tmp_path / "absent.json")})
-    assert As(app.test_client(), "anything-at-all-123").get("/api/agent/tasks"
-                                                          ).status_code == 401
+    stranger = As(app.test_client(), "anything-at-all-123")
+    assert stranger.get("/api/agent/tasks").status_code == 401
 
 
 def test_health_tells_where_the_stores_are_only_to_readers(
@@ -222,5 +222,5 @@ def test_health_tells_where_the_stores_are_only_to_readers(
     callers = clients(scoped, secrets)
     assert set(callers["read"].get("/api/health").json["stores"]) == {"metrics", "tasks"}
     assert "stores" not in callers["run"].get("/api/health").json
-    assert As(scoped.test_client(), "wrong-token-0123456789").get("/api/health"
-                                                                ).json == {"status": "ok"}
+    stranger = As(scoped.test_client(), "wrong-token-0123456789")
+    assert stranger.get("/api/health").json == {"status": "ok"}

@@ -103,13 +103,19 @@ def test_an_expired_lease_hands_the_task_back_then_fails_it(
             task = client.get(f"/api/agent/tasks/{task_id}").json
             assert task["status"] == "pending" and task["lease_expires_at"] is None
     assert claim(client, "runner-4").status_code == 204
+    # the last attempt's lease, found out, is renewed once for its runner: a grace lease
+    task = client.get(f"/api/agent/tasks/{task_id}").json
+    assert (task["status"], task["runner_id"]) == ("running", "runner-3")
+    assert task["lease_expires_at"] == "2026-03-01T12:00:43.000000+00:00"
+    assert records(logs_dir) == []
+    clock.advance(seconds=10)
     task = client.get(f"/api/agent/tasks/{task_id}").json
     assert task["status"] == "failed" and task["output"] == LOST_NOTE
     assert task["attempts"] == 3
     [record] = records(logs_dir)
     assert record["task_id"] == task_id and record["status"] == "failed"
-    # the last attempt's run time: its claim, 11 s before its lease was found lost
-    assert record["duration_seconds"] == task["duration_seconds"] == 11
+    # the last attempt's run time: its claim, 21 s before its grace lease ran out too
+    assert record["duration_seconds"] == task["duration_seconds"] == 21
 
 
 def test_a_late_report_is_taken_while_no_one_else_holds_the_task(
@@ -145,6 +151,8 @@ def test_max_attempts_setting(logs_dir: Path) -> None:
     task_id = create(client)
     claim(client, "r1", lease_seconds=5)
     clock.advance(seconds=6)
+    assert client.get("/api/agent/tasks?status=running").json["total"] == 1  # its grace
+    clock.advance(seconds=5)
     assert client.get("/api/agent/tasks?status=failed").json["total"] == 1
     assert client.get(f"/api/agent/tasks/{task_id}").json["attempts"] == 1
 
@@ -201,3 +209,51 @@ def test_the_same_needs_decision_report_twice(client) -> None:
     assert again.status_code == 200 and again.json["status"] == "needs_decision"
     assert patch(client, task_id, runner_id="r2", **{
         k: v for k, v in body.items() if k != "runner_id"}).status_code == 409
+
+
+def test_the_last_attempts_late_report_is_taken_after_an_outage(
+    logs_dir: Path, clock
+) -> None:
+    """One attempt each, leases of 6 s, the service gone for 15 s: the first request
+    after (another runner's claim) finds both leases out. Each runner still holds its
+    task for one more lease: a report in that time is taken; without one, the task
+    ends failed; either way with exactly one record."""
+    client = open_app({"AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock, "AGENT_FSYNC": False,
+                       "AGENT_MAX_ATTEMPTS": 1}).test_client()
+    for _ in range(3):
+        create(client)
+    reported, silent, direct = (claim(client, runner, lease_seconds=6).json["id"]
+                                for runner in ("r1", "r2", "r3"))
+    clock.advance(seconds=15)
+    # the first request after the outage: a report, taken at once
+    assert patch(client, direct, runner_id="r3", status="completed").status_code == 200
+    assert claim(client, "r9").status_code == 204
+    assert patch(client, reported, runner_id="r9", status="failed").status_code == 409
+    clock.advance(seconds=2)
+    late = patch(client, reported, runner_id="r1", status="completed", duration_seconds=9)
+    assert late.status_code == 200 and late.json["status"] == "completed"
+    clock.advance(seconds=4)  # r2's grace lease runs out: its task ends failed
+    lost = client.get(f"/api/agent/tasks/{silent}").json
+    assert (lost["status"], lost["output"], lost["attempts"]) == ("failed", LOST_NOTE, 1)
+    assert patch(client, silent, runner_id="r2", status="completed").status_code == 409
+    ended = {(reported, "completed", 9), (direct, "completed", 15), (silent, "failed", 21)}
+    kept = [(r["task_id"], r["status"], r["duration_seconds"]) for r in records(logs_dir)]
+    assert len(kept) == 3 and set(kept) == ended
+
+
+def test_a_heartbeat_in_the_grace_lease_makes_it_an_ordinary_lease(
+    logs_dir: Path, clock
+) -> None:
+    client = open_app({"AGENT_LOGS_DIR": str(logs_dir), "CLOCK": clock, "AGENT_FSYNC": False,
+                       "AGENT_MAX_ATTEMPTS": 1}).test_client()
+    task_id = create(client)
+    claim(client, "r1", lease_seconds=10)
+    clock.advance(seconds=30)
+    beat = patch(client, task_id, runner_id="r1", progress_pct=10)
+    assert beat.status_code == 200 and beat.json["status"] == "running"
+    assert beat.json["lease_expires_at"] == "2026-03-01T12:00:40.000000+00:00"
+    clock.advance(seconds=11)  # lost again: a grace lease again, then the end
+    assert client.get(f"/api/agent/tasks/{task_id}").json["status"] == "running"
+    clock.advance(seconds=10)
+    assert client.get(f"/api/agent/tasks/{task_id}").json["status"] == "failed"
+    assert [r["status"] for r in records(logs_dir)] == ["failed"]

@@ -174,6 +174,8 @@ def test_a_lease_lost_before_the_last_attempt_pends_at_once_by_the_tasks_own_bou
     assert task["status"] == "pending" and task["run_after"] is None
     claim(client, "r2", lease_seconds=10)
     clock.advance(seconds=11)
+    assert get(client, task_id)["status"] == "running"  # the last attempt's grace lease
+    clock.advance(seconds=10)
     task = get(client, task_id)
     assert (task["status"], task["output"]) == ("failed", LOST_NOTE)
     assert [record["status"] for record in stored_records(logs_dir)] == ["failed"]

@@ -53,7 +53,7 @@ def env(logs_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("setting,expected", [
-    ({"AGENT_BIND": "0.0.0.0:{port}"}, ("AGENT_BIND=0.0.0.0", "AGENT_API_TOKEN is unset")),
+    ({"AGENT_BIND": "0.0.0.0:{port}"}, ("AGENT_BIND=0.0.0.0", "no token is configured")),
     ({"AGENT_BIND": "[::]:{port}"}, ("AGENT_BIND=[::]", "AGENT_API_TOKEN")),
     ({"AGENT_WORKERS": "abc"}, ("AGENT_WORKERS",)),
     ({"AGENT_THREADS": "0"}, ("AGENT_THREADS",)),
@@ -68,6 +68,13 @@ def test_the_server_refuses_to_start(env, setting, expected) -> None:
     line = one_line(serve({**env, **{k: v.format(port=port) for k, v in setting.items()}}),
                     *expected)
     assert "tøken" not in line and GOOD_TOKEN not in line  # a token is never echoed
+
+
+def test_the_server_refuses_a_malformed_tokens_file(env, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text('{"tokens": [{"name": "prometheus", "role": "reader"}]}')
+    one_line(serve({**env, "AGENT_API_TOKENS_FILE": str(tokens)}),
+             "AGENT_API_TOKENS_FILE", "malformed", "role", "sha256")
 
 
 def test_the_server_refuses_an_unusable_routing_file(env, bad_routing) -> None:

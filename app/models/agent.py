@@ -224,6 +224,12 @@ class TaskSchema(Schema):
     cancel_reason = fields.String(allow_none=True, dump_default=None)
     rerun_of = fields.String(allow_none=True, dump_default=None, metadata={
         "description": "The task this one runs again."})
+    created_by = fields.String(allow_none=True, dump_default=None, metadata={
+        "description": "The name of the token that created the task (null without one)."})
+    decided_by = fields.String(allow_none=True, dump_default=None, metadata={
+        "description": "The name of the token that answered its last decision."})
+    cancelled_by = fields.String(allow_none=True, dump_default=None, metadata={
+        "description": "The name of the token that cancelled it."})
 
 
 class TaskLogSchema(Schema):

@@ -41,7 +41,7 @@ bp = Blueprint("agent", __name__, url_prefix="/api/agent")
 @bp.post("/tasks")
 def create_task() -> ResponseReturnValue:
     fields = schema(TaskCreateSchema).load(json_body())
-    task = services().tasks.create(**fields)
+    task = services().tasks.create(**fields, by=current_caller().name)
     return schema(TaskSchema).dump(task), 201
 
 
@@ -99,7 +99,7 @@ def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
     current_caller().check_change(runner_id, deciding="decision" in body)
     if "decision" in body:
         return tasks.answer(task_id, body["decision"], progress, status=status,
-                            runner_id=runner_id)
+                            runner_id=runner_id, by=current_caller().name)
     if runner_id is None:
         return (tasks.edit(task_id, progress, body.get("priority")) if status is None
                 else tasks.transition(task_id, status, progress, duration))
@@ -113,12 +113,14 @@ def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
 @bp.post("/tasks/<task_id>/cancel")
 def cancel_task(task_id: str) -> ResponseReturnValue:
     body = schema(TaskCancelSchema).load(json_body() if request_body() else {})
-    return schema(TaskSchema).dump(services().tasks.cancel(task_id, body.get("reason")))
+    return schema(TaskSchema).dump(services().tasks.cancel(task_id, body.get("reason"),
+                                                           by=current_caller().name))
 
 
 @bp.post("/tasks/<task_id>/rerun")
 def rerun_task(task_id: str) -> ResponseReturnValue:
-    return schema(TaskSchema).dump(services().tasks.rerun(task_id)), 201
+    return schema(TaskSchema).dump(services().tasks.rerun(task_id,
+                                                          by=current_caller().name)), 201
 
 
 @bp.get("/tasks/<task_id>/log")

@@ -169,11 +169,12 @@ class TaskService:
     def create(
         self, direction: str, task_type: str, context: dict[str, Any], *, priority: int = 0,
         max_attempts: int | None = None, run_after: datetime | None = None,
-        rerun_of: str | None = None,
+        rerun_of: str | None = None, by: str | None = None,
     ) -> Task:
         """A new pending task, claimed by priority and not before ``run_after``. A
         ``model_override`` must be a model the routing knows; a direction the routed
-        program could take for an option is refused."""
+        program could take for an option is refused. ``by``: the token name of who
+        creates it, kept as ``created_by``."""
         routing = self._routing()
         route = routing.route(task_type)
         model = context.get("model_override") or route.model
@@ -203,11 +204,12 @@ class TaskService:
             "max_attempts": max_attempts or self._default_attempts(task_type),
             "run_after": None if run_after is None else isoformat(run_after),
             "rerun_of": rerun_of,
+            "created_by": by,
         }
         self.store.insert(task)
         return self._with_command(task)
 
-    def rerun(self, task_id: str) -> Task:
+    def rerun(self, task_id: str, by: str | None = None) -> Task:
         """A new pending task doing again what an ended task did: the same direction,
         task type, context and priority."""
         task = self.get(task_id)
@@ -215,7 +217,7 @@ class TaskService:
             raise IllegalTransition(f"Task {task_id} is {task['status']}: only a task that "
                                     f"ended ({', '.join(ENDED_STATUSES)}) is run again.")
         return self.create(task["direction"], task["task_type"], task["context"],
-                           priority=task["priority"], rerun_of=task_id)
+                           priority=task["priority"], rerun_of=task_id, by=by)
 
     def _settle(self, task_id: str | None = None) -> None:
         """Apply what is due: lease expiries (of one task, or of every task), which send
@@ -420,12 +422,13 @@ class TaskService:
         return self._save(tx, task, change,
                           dataclasses.replace(progress, output=None, log_append=logged), now)
 
-    def cancel(self, task_id: str, reason: str | None = None) -> Task:
-        """A person cancels the task: a pending or needs_decision task ends cancelled at
-        once; a running one is marked ``cancel_requested`` for its runner to stop (it
-        sees that in the answer to its heartbeat, and reports cancelled)."""
+    def cancel(self, task_id: str, reason: str | None = None, by: str | None = None) -> Task:
+        """A person (``by``, kept as ``cancelled_by``) cancels the task: a pending or
+        needs_decision task ends cancelled at once; a running one is marked
+        ``cancel_requested`` for its runner to stop (it sees that in the answer to its
+        heartbeat, and reports cancelled)."""
         with self._open(task_id, None) as (tx, task, now):
-            given = {} if reason is None else {"cancel_reason": reason}
+            given = {"cancelled_by": by, **({} if reason is None else {"cancel_reason": reason})}
             if task["status"] == "running":
                 return self._write(tx, task, {"cancel_requested": True, **given}, now)
             if task["status"] in ENDED_STATUSES:
@@ -456,17 +459,19 @@ class TaskService:
 
     def answer(
         self, task_id: str, decision: str, progress: Progress = NO_PROGRESS, *,
-        status: str | None = None, runner_id: str | None = None,
+        status: str | None = None, runner_id: str | None = None, by: str | None = None,
     ) -> Task:
         """Answer a task that needs_decision: it goes back to pending, for a runner to run
-        again with the decision. A ``status`` sent with the answer must be pending."""
+        again with the decision. A ``status`` sent with the answer must be pending.
+        ``by``: the token name of who answers, kept as ``decided_by``."""
         with self._open(task_id, runner_id) as (tx, task, now):
             if task["status"] != "needs_decision" or status not in (None, "pending"):
                 raise IllegalTransition(f"Task {task_id} is {task['status']}: a decision "
                                         "answers a task that needs_decision, and sends it "
                                         "back to pending.")
             return self._write(tx, task, {**progress.stored(), "status": "pending",
-                                          "decision": decision, "runner_id": None,
+                                          "decision": decision, "decided_by": by,
+                                          "runner_id": None,
                                           "lease_expires_at": None}, now)
 
     def _renew(

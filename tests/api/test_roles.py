@@ -224,3 +224,21 @@ def test_health_tells_where_the_stores_are_only_to_readers(
     assert "stores" not in callers["run"].get("/api/health").json
     stranger = As(scoped.test_client(), "wrong-token-0123456789")
     assert stranger.get("/api/health").json == {"status": "ok"}
+
+
+def test_each_task_shows_who_created_decided_and_cancelled_it(
+        scoped: Flask, secrets: dict[str, str]) -> None:
+    callers = clients(scoped, secrets)
+    task_id = _created(callers)
+    url = f"/api/agent/tasks/{task_id}"
+    callers["run"].post("/api/agent/tasks/claim", json={"runner_id": "run/1"})
+    callers["run"].patch(url, json={"runner_id": "run/1", "status": "needs_decision",
+                                    "decision_prompt": "which way?"})
+    callers["admin"].patch(url, json={"decision": "left"})
+    cancelled = callers["submit"].post(f"{url}/cancel", json={"reason": "not needed"})
+    assert cancelled.status_code == 200, cancelled.json
+    shown = callers["read"].get(url).json
+    assert (shown["created_by"], shown["decided_by"], shown["cancelled_by"]) == (
+        "submit", "admin", "submit")
+    rerun = callers["admin"].post(f"{url}/rerun")
+    assert rerun.json["created_by"] == "admin" and rerun.json["decided_by"] is None

@@ -1,7 +1,8 @@
 """What the service's settings (``app.config``) and the runner's (``app.runner.settings``)
 have in common: the error a setting that cannot be used raises and how entry points
 report it, whole-number settings, the project folder their default folders are under,
-and the rules of ``AGENT_API_TOKEN``, which the server checks and every client sends.
+the rules of ``AGENT_API_TOKEN``, which the server checks and every client sends, and
+the program of the built-in routing table, which runners allow by default.
 
 Standard library only: the runner is installed without the service's dependencies.
 """
@@ -16,6 +17,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_TOKEN_CHARS = 16
 TOKEN_SCHEME = "Bearer"
 """The ``Authorization`` scheme that carries the token."""
+CLAUDE_PROGRAM = "claude"
+"""The program every route of the service's built-in routing table runs, and so the only
+one a runner runs unless told otherwise (``AGENT_ALLOW_PROGRAMS``)."""
 
 
 class ConfigError(ValueError):

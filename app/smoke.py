@@ -26,6 +26,8 @@ from app.runner.settings import DEFAULT_API_BASE
 from app.shared_settings import authorization
 
 EXAMPLE_MODEL = "local/echo"
+EXAMPLE_PROGRAM = "sh"
+"""What the example routing (scripts/routing.example.json) runs, which the runner must allow."""
 REQUEST_SECONDS = 30
 GOOD_DIRECTION = "smoke test: say hello"
 BAD_DIRECTION = "smoke test: FAIL on purpose"
@@ -91,7 +93,8 @@ def text(value: object) -> str:
 
 def run_runner() -> int:
     """The runner, once, in its own process: its exit status."""
-    return subprocess.run([sys.executable, "-m", "app.runner.cli", "--once"],
+    return subprocess.run([sys.executable, "-m", "app.runner.cli", "--once",
+                           "--allow-program", EXAMPLE_PROGRAM],
                           stdin=subprocess.DEVNULL).returncode
 
 

@@ -310,7 +310,7 @@ def measure_pipeline(folder: Path, url: str, servers: list[GunicornServer],
         log = folder / f"runner-{number}.out"
         env = runner_env(base_urls[number % len(servers)], folder,
                          AGENT_RUNNER_DIR=str(folder / f"runner-{number}"),
-                         AGENT_WORKDIR=str(folder))
+                         AGENT_WORKDIR=str(folder), AGENT_ALLOW_PROGRAMS="true")
         with open(log, "wb") as out:
             runner = subprocess.Popen(
                 [sys.executable, str(RUNNER), "--workers", str(args.pg_runner_workers),

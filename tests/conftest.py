@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,20 @@ def close_apps() -> Iterator[None]:
     close_open_apps()
 
 
+STAND_IN_PROGRAMS = ("sh", "true", sys.executable, "claude", "no-such-agent-cli")
+"""The programs the tests route tasks to: ``sh`` (the example routing, scripted commands),
+``true``, the Python running the tests (tests/support/fake_agent.py), ``claude`` (the
+built-in route, with a stand-in on PATH) and a program that does not exist."""
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No setting of the shell the tests run from (a token, a routing file...) leaks in."""
+    """No setting of the shell the tests run from (a token, a routing file...) leaks in;
+    every runner a test starts may run the stand-in programs."""
     for name in list(os.environ):
         if name.startswith("AGENT_") or name == "METRICS_WINDOW_DAYS":
             monkeypatch.delenv(name)
+    monkeypatch.setenv("AGENT_ALLOW_PROGRAMS", ",".join(STAND_IN_PROGRAMS))
 
 
 BACKENDS = ("jsonl", "postgresql")

@@ -3,7 +3,9 @@
 It needs nothing of the service but its API, and imports nothing of it: it is installed
 without the service's dependencies (only ``requests``), and what it shares with the
 service is in :mod:`app.api_limits` and :mod:`app.shared_settings`. ``api`` talks to the
-service; ``worker`` claims and runs tasks, with ``execution`` (one command), ``output``
+service, and ``identity`` names the runner to it; ``worker`` claims and runs tasks, with
+``execution`` (one command), ``processes`` and ``running`` (all it starts, stopped with
+it or with the runner), ``output``
 and ``task_log`` (where its output goes), ``heartbeat`` (the lease while it runs, and
 requests to cancel), ``conventions`` (what the output and the exit status may ask for)
 and ``outcome`` (how a run ended: the final report); ``reports`` and ``outbox`` deliver

@@ -1,4 +1,5 @@
-"""The runner's client of the task API: claim a task, renew its lease, report it.
+"""The runner's client of the task API: who its token is, claim a task, renew its lease,
+report it.
 
 Everything the runner needs from the service goes through here, over HTTP: it needs the
 service's address and token, nothing of its files.
@@ -93,7 +94,7 @@ class TaskApi:
                           headers={"Content-Type": "application/json"})
         try:
             return self.session.request(
-                method, f"{self.base_url}/api/agent{path}", timeout=TIMEOUT, **kwargs
+                method, f"{self.base_url}/api{path}", timeout=TIMEOUT, **kwargs
             )
         except requests.RequestException as exc:
             raise ApiUnreachable(
@@ -109,15 +110,25 @@ class TaskApi:
         except (ValueError, TypeError) as exc:
             raise ApiError(f"{what}: unexpected answer from {self.base_url}") from exc
 
+    def whoami(self) -> dict[str, Any] | None:
+        """The token's ``name`` and ``role`` as the service sees them; None when the
+        service does not say (an older one answers ``404``)."""
+        response = self._send("GET", "/whoami")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail("asking who the token is", response)
+        return self._json("asking who the token is", response)
+
     def probe(self) -> None:
         """Check that the API answers and takes the token (a listing of one task)."""
-        response = self._send("GET", "/tasks", params={"limit": 1})
+        response = self._send("GET", "/agent/tasks", params={"limit": 1})
         if response.status_code != 200:
             raise self._fail("reading the task list", response)
 
     def task(self, task_id: str) -> dict[str, Any]:
         what = f"reading task {task_id}"
-        response = self._send("GET", f"/tasks/{task_id}")
+        response = self._send("GET", f"/agent/tasks/{task_id}")
         if response.status_code != 200:
             raise self._fail(what, response)
         return self._json(what, response)
@@ -125,7 +136,7 @@ class TaskApi:
     def claim(self, runner_id: str, lease_seconds: int) -> dict[str, Any] | None:
         """The oldest pending task, now ``running`` under a lease of ``runner_id`` (or the
         task that ``runner_id`` holds already); None when none is pending."""
-        response = self._send("POST", "/tasks/claim", {
+        response = self._send("POST", "/agent/tasks/claim", {
             "runner_id": runner_id, "lease_seconds": lease_seconds})
         if response.status_code == 204:
             return None
@@ -138,7 +149,7 @@ class TaskApi:
         has it now (``cancel_requested`` among its fields), or None if another runner
         holds the task now (``409``)."""
         what = f"heartbeat of task {task_id}"
-        response = self._send("PATCH", f"/tasks/{task_id}", body)
+        response = self._send("PATCH", f"/agent/tasks/{task_id}", body)
         if response.status_code == 409:
             return None
         if response.status_code != 200:
@@ -150,11 +161,11 @@ class TaskApi:
 
         ``409`` is settled by reading the task: if it has the reported status, an earlier
         copy of this report was applied (its answer was lost), so it counts as delivered;
-        otherwise the task moved on without it and :class:`ReportRefused` is raised, as
-        for ``404``. Any other answer raises :class:`ApiError`: the report may be taken
-        later.
+        otherwise :class:`ReportRefused` is raised, as for ``404``, naming the runner
+        that holds the task if the task names another one. Any other answer raises
+        :class:`ApiError`: the report may be taken later.
         """
-        response = self._send("PATCH", f"/tasks/{task_id}", body)
+        response = self._send("PATCH", f"/agent/tasks/{task_id}", body)
         if response.status_code == 200:
             return
         if response.status_code == 404:
@@ -163,7 +174,10 @@ class TaskApi:
             raise self._fail(f"reporting task {task_id}", response)
         task = self.task(task_id)
         if task.get("status") != body["status"]:
-            raise ReportRefused(f"the task is {task.get('status')} now, held by runner "
-                                f"{task.get('runner_id')}: {_detail(response)}")
+            holder = task.get("runner_id")
+            held = (f", held by runner {holder}" if holder not in (None, body["runner_id"])
+                    else "")
+            raise ReportRefused(f"the API refused it with 409, \"{_detail(response)}\"; "
+                                f"the task is {task.get('status')} now{held}")
         log.info("task %s: report met 409, but the task is %s already: an earlier copy "
                  "was applied", task_id, body["status"])

@@ -20,9 +20,11 @@ from app.api_limits import DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS, MIN_LEASE_S
 from app.runner.api import ApiError, TaskApi
 from app.runner.folder import RunnerFolder
 from app.runner.heartbeat import MAX_INTERVAL_SECONDS
+from app.runner.identity import runner_id_prefix
 from app.runner.outbox import Outbox
 from app.runner.reports import Reports
-from app.runner.settings import api_url, positive_seconds, runner_from_env
+from app.runner.running import RunningCommands, start_watchdog, this_runner
+from app.runner.settings import api_url, positive_seconds, programs, runner_from_env
 from app.runner.task_log import prune_task_logs
 from app.runner.worker import Runner, RunSettings
 from app.shared_settings import exit_on_config_error
@@ -66,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                           "retried before exiting 1 (default 30)")
     parser.add_argument("--api", type=api_url, metavar="URL",
                         help="where the API is served (default AGENT_API_BASE)")
+    parser.add_argument("--allow-program", action="append", default=[], metavar="PROGRAM",
+                        help="a program a task's command may start with; repeat for more "
+                             "(default AGENT_ALLOW_PROGRAMS, else claude)")
     parser.add_argument("--verbose", action="store_true", help="say more on stderr")
     return parser.parse_args(argv)
 
@@ -115,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = runner_from_env()
         folder = RunnerFolder.prepare(settings.runner_dir)
     setup_logging(folder.log_file, args.verbose)
+    commands = RunningCommands(folder.running, this_runner())
+    commands.stop_left()
+    start_watchdog(commands)
     removed = prune_task_logs(folder.task_logs, settings.task_log_keep_days)
     if removed:
         log.info("removed %d task logs older than %d days", removed,
@@ -122,17 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     api = TaskApi(args.api or settings.api_base, settings.api_token,
                   pool_size=2 * args.workers + 2)
     try:
-        api.probe()
+        prefix = runner_id_prefix(api)
+        if prefix is None:  # else whoami answered: the API is up and takes the token
+            api.probe()
     except ApiError as exc:
         log.error("%s", exc)
         return 1
     outbox = Outbox(folder.outbox)
     outbox.discard_partial()
     reports = Reports(api, outbox)
-    runner = Runner(api, reports, folder, RunSettings(
+    runner = Runner(api, reports, folder, commands, RunSettings(
         workdir=settings.workdir, timeout=args.timeout or settings.task_timeout,
         lease_seconds=args.lease_seconds, log_max_bytes=settings.task_log_max_bytes,
         cancel_grace=settings.cancel_grace_seconds,
+        allowed_programs=programs(args.allow_program) or settings.allowed_programs,
+        runner_id_prefix=prefix or "",
     ), workers=args.workers)
     received = stop_on_signals(runner)
     reports.replay()

@@ -1,11 +1,14 @@
 """Running one task's command.
 
-The command is split with ``shlex`` into an argv list and started without a shell, in a
-new session (so its own process group), with stdout and stderr going into one pipe that
-the runner reads as the command runs (into a :class:`TaskOutput`). Whatever ends the run
-(exit, timeout, the runner stopping, the lease lost, a request to cancel, a log that
-cannot be written), the whole group is killed before the leader is reaped, so nothing it
-started lingers.
+The command is split with ``shlex`` into an argv list; unless its program is one the
+runner allows, it is refused without running anything (the command comes from the
+service, over a network). It is started without a shell, in a new session (so its own
+process group), with stdout and stderr going into one pipe that the runner reads as the
+command runs (into a :class:`TaskOutput`), and its tag in the environment (see
+:mod:`app.runner.processes`). Whatever ends the run (exit, timeout, the runner stopping,
+the lease lost, a request to cancel, a log that cannot be written), the whole group, and
+every process carrying the tag outside it, is killed before the leader is reaped, so
+nothing it started lingers or holds the pipe.
 """
 from __future__ import annotations
 
@@ -17,18 +20,19 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.runner.output import TaskOutput
+from app.runner.processes import TAG_VARIABLE, kill_tagged
 
 KILL_GRACE_SECONDS = 5.0
 """How long a group has between SIGTERM and SIGKILL (but after a request to cancel:
 :attr:`Limits.cancel_grace`)."""
 DRAIN_SECONDS = 5.0
-"""How long the pipe is read after the group is killed: a process that left the group
-could keep it open for ever."""
+"""How long the pipe is read after the command's processes are killed: one that left the
+group and dropped its tag could keep it open for ever."""
 POLL_SECONDS = 0.05
 CHUNK_BYTES = 64 * 1024
 
@@ -73,12 +77,14 @@ def runner_error(exc: BaseException) -> str:
 
 
 def run_command(
-    command: str, output: TaskOutput, *, workdir: Path, env: Mapping[str, str], limits: Limits
+    command: str, output: TaskOutput, *, workdir: Path, env: Mapping[str, str], tag: str,
+    programs: Collection[str], limits: Limits,
 ) -> Ended:
-    """Run ``command`` to its end, its output going to ``output``.
+    """Run ``command`` to its end, its output going to ``output``, if its program is
+    one of ``programs`` (a name found on ``PATH``, or a path, as the command writes it).
 
     Errors of the runner itself (a ``ValueError`` from ``Popen`` for an argument holding
-    a NUL byte, ...) are raised, after the command's group is killed if it started.
+    a NUL byte, ...) are raised, after the command's processes are killed if it started.
     """
     try:
         argv = shlex.split(command)
@@ -86,22 +92,27 @@ def run_command(
         return Ended(None, f"cannot start: {exc}")
     if not argv:
         return Ended(None, "cannot start: empty command")
+    if argv[0] not in programs:
+        return Ended(None, f"refused: {argv[0]} is not a program this runner may run "
+                           "(--allow-program, AGENT_ALLOW_PROGRAMS)")
     if limits.stop.is_set():
         return Ended(None, "interrupted before it started: the runner was stopped",
                      Cause.INTERRUPTED)
     try:
         process = subprocess.Popen(
-            argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            argv, cwd=workdir, env={**env, TAG_VARIABLE: tag}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
     except OSError as exc:
         return Ended(None, f"cannot start {argv[0]}: {exc.strerror or exc}")
     assert process.stdout is not None
     with process.stdout as pipe:
         try:
-            stopped = _supervise(process.pid, pipe.fileno(), output, limits)
+            stopped = _supervise(process.pid, tag, pipe.fileno(), output, limits)
+        except BaseException:
+            _kill_all(process.pid, tag)
+            raise
         finally:
-            _signal_group(process.pid, signal.SIGKILL)
             code = process.wait()
     if stopped is not None:
         return stopped
@@ -111,9 +122,11 @@ def run_command(
                  else f"killed by {signal.Signals(-code).name}")
 
 
-def _supervise(pid: int, fd: int, output: TaskOutput, limits: Limits) -> Ended | None:
+def _supervise(pid: int, tag: str, fd: int, output: TaskOutput,
+               limits: Limits) -> Ended | None:
     """Read the output until the leader exits; None if it exited by itself, else why
-    it was stopped. The leader is left unreaped, so its group id stays taken."""
+    it was stopped. The leader is left unreaped, so its group id stays taken; all the
+    command's processes are killed before the rest of the pipe is read."""
     deadline = time.monotonic() + limits.timeout
     stopped = None
     kill_at = float("inf")
@@ -132,7 +145,7 @@ def _supervise(pid: int, fd: int, output: TaskOutput, limits: Limits) -> Ended |
                                               else KILL_GRACE_SECONDS)
         elif time.monotonic() >= kill_at:
             _signal_group(pid, signal.SIGKILL)
-    _signal_group(pid, signal.SIGKILL)
+    _kill_all(pid, tag)
     drained_by = time.monotonic() + DRAIN_SECONDS
     while reading and time.monotonic() < drained_by:
         reading = _read_some(fd, output)
@@ -170,6 +183,12 @@ def _has_exited(pid: int) -> bool:
     """Whether the leader has exited, leaving it unreaped (so its group id stays taken)."""
     flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
     return os.waitid(os.P_PID, pid, flags) is not None
+
+
+def _kill_all(pgid: int, tag: str) -> None:
+    """SIGKILL the command's group, then what carries its tag outside the group."""
+    _signal_group(pgid, signal.SIGKILL)
+    kill_tagged(tag)
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from app.runner.folder import checked_task_id
+
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = "."
@@ -27,10 +29,13 @@ class Outbox:
         self.folder = folder
 
     def path(self, task_id: str) -> Path:
-        return self.folder / f"{task_id}.json"
+        """``<task_id>.json``; ValueError for an id that is not a plain name."""
+        return self.folder / f"{checked_task_id(task_id)}.json"
 
     def put(self, task_id: str, body: dict[str, Any]) -> None:
-        """Save the report of ``task_id`` durably (OSError if it cannot be)."""
+        """Save the report of ``task_id`` durably (OSError if it cannot be; ValueError for
+        an id that is not a plain name)."""
+        final = self.path(task_id)
         data = json.dumps({"task_id": task_id, "body": body}, ensure_ascii=False).encode()
         handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f"{PARTIAL_PREFIX}{task_id}.",
                                              suffix=".tmp")
@@ -39,7 +44,7 @@ class Outbox:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temporary, self.path(task_id))
+            os.replace(temporary, final)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
@@ -55,7 +60,7 @@ class Outbox:
         for path in self._files():
             try:
                 saved = json.loads(path.read_bytes())
-                found.append((str(saved["task_id"]), dict(saved["body"])))
+                found.append((checked_task_id(saved["task_id"]), dict(saved["body"])))
             except FileNotFoundError:
                 continue  # delivered since the folder was listed
             except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -6,12 +6,15 @@ settings are read here; what both read is in :mod:`app.shared_settings`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.shared_settings import PROJECT_ROOT, ConfigError, api_token, whole_number
+from app.shared_settings import (
+    CLAUDE_PROGRAM, PROJECT_ROOT, ConfigError, api_token, whole_number,
+)
 
 DEFAULT_API_BASE = "http://127.0.0.1:8000"
 DEFAULTS: dict[str, Any] = {
@@ -43,6 +46,8 @@ class RunnerSettings:
     workdir: Path
     task_log_max_bytes: int
     task_log_keep_days: int
+    allowed_programs: frozenset[str]
+    """The programs a task's command may start with; any other command is refused."""
 
 
 def positive_seconds(text: str) -> float:
@@ -63,6 +68,11 @@ def api_url(text: str, name: str = "the API address") -> str:
     if scheme.lower() not in {"http", "https"} or not rest or rest.startswith("/"):
         raise ConfigError(f"{name} must be an http:// or https:// address, not {text!r}")
     return url
+
+
+def programs(words: Iterable[str]) -> frozenset[str]:
+    """Program names or paths, each of the ``words`` split at commas and whitespace."""
+    return frozenset(name for word in words for name in re.split(r"[\s,]+", word) if name)
 
 
 def runner_from_env(environ: Mapping[str, str] | None = None) -> RunnerSettings:
@@ -95,4 +105,6 @@ def runner_from_env(environ: Mapping[str, str] | None = None) -> RunnerSettings:
         workdir=workdir,
         task_log_max_bytes=settings["AGENT_TASK_LOG_MAX_BYTES"],
         task_log_keep_days=settings["AGENT_TASK_LOG_KEEP_DAYS"],
+        allowed_programs=programs([env.get("AGENT_ALLOW_PROGRAMS", "")]) or frozenset(
+            {CLAUDE_PROGRAM}),
     )

@@ -4,14 +4,14 @@ A worker claims a task only when it is free to run it, so runners sharing a queu
 it by who has room. Each worker claims under a ``runner_id`` of its own; a claim
 repeated under the same id returns the task it holds, so a claim whose answer was lost
 takes nothing more. A worker takes a new id after a report the service did not take:
-the service still sees the old id holding that task, and would hand it back.
+the service still sees the old id holding that task, and would hand it back; and after a
+task whose id cannot name a file, which it leaves alone (nothing run, nothing reported:
+a report would have to name the task in its address).
 """
 from __future__ import annotations
 
 import logging
 import os
-import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -21,20 +21,18 @@ from typing import Any
 from app.runner.api import ApiError, TaskApi
 from app.runner.conventions import decision_prompt
 from app.runner.execution import Cause, Ended, Limits, run_command, runner_error
-from app.runner.folder import RunnerFolder
+from app.runner.folder import RunnerFolder, checked_task_id
 from app.runner.heartbeat import Heartbeat
+from app.runner.identity import new_runner_id
 from app.runner.outcome import Outcome, judge
 from app.runner.output import TaskOutput
 from app.runner.reports import Reports
+from app.runner.running import RunningCommands
 
 log = logging.getLogger(__name__)
 
 HIDDEN_FROM_COMMANDS = ("AGENT_API_TOKEN", "AGENT_DECISION")
 """The token stays with the runner; ``AGENT_DECISION`` is set per task."""
-
-
-def new_runner_id(worker: int) -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}-w{worker}"
 
 
 @dataclass(frozen=True)
@@ -46,22 +44,26 @@ class RunSettings:
     cancel_grace: float
     """Seconds a command's group has between SIGTERM and SIGKILL after a request to
     cancel."""
+    allowed_programs: frozenset[str]
+    runner_id_prefix: str = ""
+    """What the token asks each runner id to start with (see :mod:`app.runner.identity`)."""
 
 
 class Runner:
     """Runs tasks on ``workers`` threads, each task's command a process."""
 
     def __init__(self, api: TaskApi, reports: Reports, folder: RunnerFolder,
-                 settings: RunSettings, *, workers: int) -> None:
+                 commands: RunningCommands, settings: RunSettings, *, workers: int) -> None:
         self.api = api
         self.reports = reports
         self.folder = folder
+        self.commands = commands
         self.settings = settings
         self.workers = workers
         self.stop = threading.Event()
         """Set to stop claiming and interrupt the commands that are running."""
         self.claims_failed = False
-        """Whether a worker of ``--once`` stopped because it could not claim."""
+        """Whether a claim failed, or brought a task whose id cannot be used."""
 
     def run(self, *, once: bool, interval: float) -> None:
         """Claim and run tasks until none is pending (``once``) or until stopped."""
@@ -74,7 +76,8 @@ class Runner:
             thread.join()
 
     def _work(self, number: int, once: bool, interval: float) -> None:
-        runner_id = new_runner_id(number)
+        prefix = self.settings.runner_id_prefix
+        runner_id = new_runner_id(number, prefix)
         while not self.stop.is_set():
             try:
                 task = self.api.claim(runner_id, self.settings.lease_seconds)
@@ -92,13 +95,20 @@ class Runner:
                 self.stop.wait(interval)
                 continue
             try:
+                checked_task_id(task.get("id"))
+            except ValueError as exc:
+                log.error("claimed a task that cannot be run here (%s); left alone", exc)
+                self.claims_failed = True
+                runner_id = new_runner_id(number, prefix)
+                continue
+            try:
                 settled = self.handle(task, runner_id)
             except Exception:
                 log.error("task %s: unexpected error while reporting", task.get("id"),
                           exc_info=True)
                 settled = False
             if not settled:
-                runner_id = new_runner_id(number)
+                runner_id = new_runner_id(number, prefix)
 
     def handle(self, task: dict[str, Any], runner_id: str) -> bool:
         """Run a claimed task and report it; whether the report is settled (or there was
@@ -125,10 +135,12 @@ class Runner:
         try:
             output.open_log(self.folder.task_log(task["id"]), self.settings.log_max_bytes)
             log.debug("task %s: running %s", task["id"], task["command"])
-            with Heartbeat(self.api, task["id"], runner_id, output=output, lost=limits.lost,
-                           cancel=limits.cancel, lease_seconds=self.settings.lease_seconds):
+            with (Heartbeat(self.api, task["id"], runner_id, output=output, lost=limits.lost,
+                            cancel=limits.cancel, lease_seconds=self.settings.lease_seconds),
+                  self.commands.recorded(task["id"]) as tag):
                 ended = run_command(task["command"], output, workdir=self.settings.workdir,
-                                    env=command_env(task.get("decision")), limits=limits)
+                                    env=command_env(task.get("decision")), tag=tag,
+                                    programs=self.settings.allowed_programs, limits=limits)
                 finished = time.monotonic()
         except Exception as exc:  # whatever it is, the task ends failed, not running
             log.error("task %s: %s", task["id"], runner_error(exc), exc_info=True)

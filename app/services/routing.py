@@ -30,13 +30,14 @@ from marshmallow import ValidationError
 
 from app.config import ConfigError
 from app.models.agent import RoutingFileSchema, TASK_TYPES
+from app.shared_settings import CLAUDE_PROGRAM
 
 DIRECTION = "{direction}"
 MODEL = "{model}"
 DECISION = "{decision}"
 FREE_TEXT = (DIRECTION, DECISION)
 END_OF_OPTIONS = "--"
-CLAUDE_COMMAND = ("claude", "-p", "--model", MODEL, END_OF_OPTIONS, DIRECTION)
+CLAUDE_COMMAND = (CLAUDE_PROGRAM, "-p", "--model", MODEL, END_OF_OPTIONS, DIRECTION)
 LOCAL_MODEL = "ollama/glm-4.7-flash:latest"
 CLOUD_MODEL = "claude-3-5-haiku-20241022"
 DEFAULT_BACKOFF_SECONDS = 30.0

@@ -62,7 +62,7 @@ def test_undelivered_reports_wait_in_the_outbox_and_are_replayed_at_start(logs_d
         status, stderr = run_runner({**env, "AGENT_API_BASE": base_url}, "--once")
     assert status == 0, stderr
     assert [(r["method"], r["path"].rsplit("/", 1)[1]) for r in StandIn.requests] == [
-        ("GET", "tasks"), ("PATCH", task(1)["id"]), ("PATCH", task(2)["id"]),
+        ("GET", "whoami"), ("GET", "tasks"), ("PATCH", task(1)["id"]), ("PATCH", task(2)["id"]),
         ("POST", "claim")]
     assert sent(StandIn, "PATCH") == [waiting[task(1)["id"]], waiting[task(2)["id"]]]
     assert {each["status"] for each in StandIn.tasks.values()} == {"completed"}
@@ -84,9 +84,11 @@ def test_a_report_that_can_never_be_applied_is_dropped_naming_the_task(logs_dir:
     assert status == 1
     [line] = [line for line in stderr.splitlines() if "ERROR" in line]
     assert (f"task {task(1)['id']}: report of status completed can never be applied "
-            "(the task is running now, held by runner someone-else") in line
+            '(the API refused it with 409, "held by another runner"; the task is running now, '
+            "held by runner someone-else); dropped") in line
     assert outbox(env) == []
-    assert [r["method"] for r in TakenOver.requests] == ["GET", "POST", "PATCH", "GET", "POST"]
+    assert [r["method"] for r in TakenOver.requests] == [
+        "GET", "GET", "POST", "PATCH", "GET", "POST"]
 
 
 class LostAnswers(StandIn):
@@ -161,7 +163,7 @@ def test_each_worker_claims_only_when_free_under_its_own_id(logs_dir: Path):
     assert status == 0, stderr
     assert {each["output"] for each in StandIn.tasks.values()} == {"token=hidden\n"}
     by_runner: dict[str, list[str]] = {}
-    for request in StandIn.requests[1:]:
+    for request in StandIn.requests[2:]:  # after GET /api/whoami and the task list
         by_runner.setdefault(request["body"]["runner_id"], []).append(request["method"])
     assert len(by_runner) == 2
     for runner_id, methods in by_runner.items():

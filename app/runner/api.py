@@ -126,13 +126,6 @@ class TaskApi:
         if response.status_code != 200:
             raise self._fail("reading the task list", response)
 
-    def task(self, task_id: str) -> dict[str, Any]:
-        what = f"reading task {task_id}"
-        response = self._send("GET", f"/agent/tasks/{task_id}")
-        if response.status_code != 200:
-            raise self._fail(what, response)
-        return self._json(what, response)
-
     def claim(self, runner_id: str, lease_seconds: int) -> dict[str, Any] | None:
         """The oldest pending task, now ``running`` under a lease of ``runner_id`` (or the
         task that ``runner_id`` holds already); None when none is pending."""
@@ -161,18 +154,27 @@ class TaskApi:
 
         ``409`` is settled by reading the task: if it has the reported status, an earlier
         copy of this report was applied (its answer was lost), so it counts as delivered;
-        otherwise :class:`ReportRefused` is raised, as for ``404``, naming the runner
-        that holds the task if the task names another one. Any other answer raises
-        :class:`ApiError`: the report may be taken later.
+        otherwise :class:`ReportRefused` is raised, as for ``404`` and ``403`` (a token
+        that may not report it, or read it any more), naming the runner that holds the
+        task if the task names another one. Any other answer raises :class:`ApiError`:
+        the report may be taken later.
         """
         response = self._send("PATCH", f"/agent/tasks/{task_id}", body)
         if response.status_code == 200:
             return
         if response.status_code == 404:
             raise ReportRefused(f"the API does not know task {task_id}")
+        if response.status_code == 403:
+            raise ReportRefused(f"the token may not report it: {_detail(response)}")
         if response.status_code != 409:
             raise self._fail(f"reporting task {task_id}", response)
-        task = self.task(task_id)
+        seen = self._send("GET", f"/agent/tasks/{task_id}")
+        if seen.status_code == 403:  # a run token reads only its own runners' tasks
+            raise ReportRefused(f"the API refused it with 409, \"{_detail(response)}\"; "
+                                "another runner host holds the task now")
+        if seen.status_code != 200:
+            raise self._fail(f"reading task {task_id}", seen)
+        task = self._json(f"reading task {task_id}", seen)
         if task.get("status") != body["status"]:
             holder = task.get("runner_id")
             held = (f", held by runner {holder}" if holder not in (None, body["runner_id"])

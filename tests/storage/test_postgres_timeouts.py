@@ -105,3 +105,22 @@ def test_more_waiters_than_connections_all_answer_503_in_time(
             thread.join(timeout=10)
     assert [status for _, status in answers] == [503] * 6
     assert max(seconds for seconds, _ in answers) < BOUND_SECONDS, answers
+
+
+def test_closing_the_app_closes_the_health_probe_connection(
+        logs_dir: Path, clock: FakeClock, database_url: str) -> None:
+    app = make_app(logs_dir, clock)
+    assert app.test_client().get("/api/health").json["status"] == "ok"
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+
+    def sessions() -> int:
+        with psycopg.connect(database_url) as conn:
+            return conn.execute("SELECT count(*) - 1 FROM pg_stat_activity WHERE datname = %s",
+                                (name,)).fetchone()[0]
+
+    assert sessions() >= 1
+    app.extensions["agent"].tasks.store.database.close()
+    deadline = time.monotonic() + 5
+    while sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions() == 0

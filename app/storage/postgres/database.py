@@ -159,11 +159,12 @@ class PostgresDatabase:
         self._schema_checked = True
 
     def close(self) -> None:
-        """Close this process's pool (the next use opens a new one)."""
+        """Close this process's pool and probe connection (the next use opens new ones)."""
         with self._guard:
             pool, self._pool = self._pool, None
         if pool is not None and self._pool_pid == os.getpid():
             pool.close()
+        self._probe.close()
 
     def writable(self) -> bool:
         """Whether the database answers, known within :data:`ANSWER_WAIT_SECONDS`

@@ -80,6 +80,14 @@ class Probe:
         finally:
             question.answered.set()
 
+    def close(self) -> None:
+        """Close this process's probe connection (the next question opens another)."""
+        with self._guard:
+            conn = self._conn if self._pid == os.getpid() else None
+            self._conn = None
+        if conn is not None:
+            conn.close()
+
     def _select(self) -> None:
         if self._conn is None:
             self._conn = self._connect(Watch(ANSWER_SECONDS))

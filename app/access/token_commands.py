@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import click
 from flask import current_app
+from filelock import Timeout
 from flask.cli import AppGroup
 
 from app.access.roles import ROLES
@@ -17,10 +18,10 @@ tokens_cli = AppGroup("tokens", help="Manage the named tokens of AGENT_API_TOKEN
 
 @contextmanager
 def _file_errors() -> Iterator[None]:
-    """A file that cannot be read or changed ends the command with one line."""
+    """A file that cannot be read, locked or changed ends the command with one line."""
     try:
         yield
-    except ConfigError as exc:
+    except (ConfigError, OSError, Timeout) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

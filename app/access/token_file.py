@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 """A token's name also starts the runner ids of a ``run`` token (``<name>/...``)."""
 SECRET_BYTES = 32
+LOCK_TIMEOUT_SECONDS = 10
+"""How long ``flask tokens`` waits for another one changing the file."""
 
 
 class _TokenEntrySchema(Schema):
@@ -80,9 +82,11 @@ def _parsed(path: Path) -> list[Token]:
 
 
 def _version(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of the file from another; None when it cannot be seen
+    (reading it then says why)."""
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except OSError:
         return None
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
@@ -142,7 +146,7 @@ class TokenFileEditor:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._lock = FileLock(f"{self.path}.lock")
+        self._lock = FileLock(f"{self.path}.lock", timeout=LOCK_TIMEOUT_SECONDS)
 
     def tokens(self) -> list[Token]:
         return _parsed(self.path)

@@ -56,7 +56,8 @@ def _authenticate() -> ResponseReturnValue | None:
         detail = "Missing bearer token." if presented is None else "Invalid bearer token."
         body, status = error_response(401, detail)
         return body, status, {"WWW-Authenticate": TOKEN_SCHEME}
-    if request.endpoint is not None:  # None: no route matched, which answers 404 or 405
+    # No route matched (404, 405), or OPTIONS, which tells only the methods a route has.
+    if request.endpoint is not None and request.method != "OPTIONS":
         g.caller.check(ROUTE_ROLES.get(request.endpoint, ADMIN_ONLY))
     return None
 

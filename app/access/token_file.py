@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class TokenFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._reading = threading.Lock()
         self._version = _version(self.path)
         self._tokens = _parsed(self.path)
         if self._version is None:
@@ -103,15 +105,18 @@ class TokenFile:
                         "until `flask tokens add` writes one", self.path)
 
     def _refresh(self) -> None:
-        version = _version(self.path)
-        if version == self._version:
-            return
-        self._version = version
-        try:
-            self._tokens = _parsed(self.path)
-        except ConfigError as exc:
-            log.error("%s; the tokens read before stay in use", exc)
-            return
+        """Read the file again if it changed. Under a lock, so that no thread of the
+        process goes on with the tokens of before once another has seen the change."""
+        with self._reading:
+            version = _version(self.path)
+            if version == self._version:
+                return
+            self._version = version
+            try:
+                self._tokens = _parsed(self.path)
+            except ConfigError as exc:
+                log.error("%s; the tokens read before stay in use", exc)
+                return
         log.info("AGENT_API_TOKENS_FILE %s read again: %d tokens", self.path,
                  len(self._tokens))
 

@@ -140,7 +140,8 @@ def test_a_nul_in_the_direction_reaches_the_command_as_a_replacement_character(
     assert reported["status"] == "completed", reported["output"]
     assert [(r["task_id"], r["status"]) for r in metric_records(logs_dir)] == [
         (task["id"], "completed")]
-    assert "Traceback" not in stderr and runs(env) == []
+    assert "Traceback" not in stderr
+    assert [run["argv"][-1] for run in runs(env)] == ["before\ufffdafter"]
 
 
 def test_a_log_that_cannot_be_created_fails_the_task(api, env):

@@ -144,3 +144,13 @@ def test_runner_ids_start_as_the_token_asks(tmp_path: Path, status: int, caller:
     # A 200 shows the API up and the token taken: a run token may not list the tasks.
     listed = any(r["path"] == "/api/agent/tasks" for r in WhoAmI.requests)
     assert listed == (status != 200)
+
+
+@pytest.mark.parametrize("role", ["read", "submit"])
+def test_a_token_that_may_not_claim_stops_the_runner_at_start(tmp_path: Path, role: str):
+    WhoAmI.status, WhoAmI.caller = 200, {"name": "scraper", "role": role}
+    with serving(WhoAmI, task(1)) as base_url:
+        code, stderr = run_runner(own_env(base_url, tmp_path), "--once")
+    assert code == 1, stderr
+    assert f"the token 'scraper' has role {role}, which may not claim tasks" in stderr
+    assert sent(WhoAmI, "POST") == []

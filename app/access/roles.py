@@ -49,7 +49,7 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "static": READERS,
 }
 """Roles allowed per endpoint. Routes open to ``run`` and others check more for ``run``
-in the route: :meth:`Caller.check_change`, :meth:`Caller.check_runner_id` and
+in the route: :meth:`Caller.check_person`, :meth:`Caller.check_runner` and
 :meth:`Caller.check_holds`."""
 
 
@@ -76,27 +76,29 @@ class Caller:
         if self.role not in roles:
             raise forbidden(roles, self)
 
-    @property
-    def runner_prefix(self) -> str:
-        return f"{self.name}/"
+    def _names_own_runner(self, runner_id: str | None) -> bool:
+        return (runner_id or "").startswith(f"{self.name}/")
 
-    def check_runner_id(self, runner_id: str) -> None:
-        """A ``run`` token acts only under runner ids of its own (``<name>/...``)."""
-        if self.role == RUN and not runner_id.startswith(self.runner_prefix):
+    def check_person(self) -> None:
+        """A person's change of a task (a decision, or no ``runner_id``) needs ``submit``."""
+        self.check(SUBMITTERS)
+
+    def check_runner(self, runner_id: str) -> None:
+        """A runner's claim or change needs ``run``; a ``run`` token acts only under
+        runner ids of its own (``<name>/...``)."""
+        self.check(RUNNERS)
+        if self.role == RUN and not self._names_own_runner(runner_id):
             raise Forbidden(f"The token {self.name!r} may only use runner ids starting "
-                            f"with {self.runner_prefix!r}.")
+                            f"with '{self.name}/'.")
 
-    def check_change(self, runner_id: str | None, deciding: bool) -> None:
-        """A task change by a runner (with ``runner_id``) needs ``run``, under a runner id
-        of its own; a person's (none, or a decision) needs ``submit``."""
-        if runner_id is None or deciding:
-            self.check(SUBMITTERS)
-        else:
-            self.check(RUNNERS)
-            self.check_runner_id(runner_id)
+    @property
+    def holds_only(self) -> bool:
+        """Whether its runners may change only the tasks they hold (a ``run`` token's),
+        not take one by any way but a claim."""
+        return self.role == RUN
 
     def check_holds(self, runner_id: str | None) -> None:
         """A ``run`` token reads only tasks one of its runners holds (or held last)."""
-        if self.role == RUN and not (runner_id or "").startswith(self.runner_prefix):
+        if self.role == RUN and not self._names_own_runner(runner_id):
             raise Forbidden(f"The token {self.name!r} (role run) may only read tasks its "
                             "runners hold; reading other tasks needs role read.")

@@ -32,6 +32,20 @@ MAX_ATTEMPTS_LIMIT = 20
 """The most claims a task (or a routing entry) may allow."""
 MAX_CANCEL_REASON_CHARS = 500
 LAST_ERROR_CHARS = 4000
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                "cache_creation_input_tokens")
+"""The token counts a usage report may give, in the order records list them."""
+MAX_TOKENS = 2 ** 53
+"""The most tokens of a kind a report may give: exact as a float, and within bigint."""
+MAX_COST_USD = 1e9
+LABEL_CONTEXT_FIELDS = ("prompt_variant", "skill_version")
+"""Context fields a task's metric record carries: strings of 1 to MAX_NAME_CHARS."""
+
+
+def is_record_label(value: Any) -> bool:
+    """Whether a metric record may carry ``value`` as a label of its own
+    (``prompt_variant``, ``skill_version``, ``executor``)."""
+    return isinstance(value, str) and 1 <= len(value) <= MAX_NAME_CHARS
 
 
 def _not_blank(value: str) -> None:
@@ -113,6 +127,13 @@ class TaskCreateSchema(Schema):
             raise ValidationError("model_override must be a non-empty string.")
 
     @validates("context")
+    def _record_labels(self, context: dict[str, Any], **_: Any) -> None:
+        for name in LABEL_CONTEXT_FIELDS:
+            if name in context and not is_record_label(context[name]):
+                raise ValidationError(f"{name} must be a string of 1 to {MAX_NAME_CHARS} "
+                                      "characters.")
+
+    @validates("context")
     def _context_size(self, context: dict[str, Any], **_: Any) -> None:
         try:
             size = len(orjson.dumps(context))
@@ -120,6 +141,20 @@ class TaskCreateSchema(Schema):
             raise ValidationError(f"context cannot be stored as JSON: {exc}") from exc
         if size > MAX_CONTEXT_BYTES:
             raise ValidationError(f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON.")
+
+
+class UsageSchema(Schema):
+    """What a run used, as its runner measured it; each field optional."""
+
+    input_tokens = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_TOKENS))
+    output_tokens = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_TOKENS))
+    cache_read_input_tokens = fields.Integer(strict=True,
+                                             validate=validate.Range(min=0, max=MAX_TOKENS))
+    cache_creation_input_tokens = fields.Integer(
+        strict=True, validate=validate.Range(min=0, max=MAX_TOKENS))
+    cost_usd = StrictFloat(validate=validate.Range(min=0, max=MAX_COST_USD), allow_nan=False,
+                           metadata={"description": "What the run cost, in USD (without it, "
+                                                    "the routing file's prices may tell)."})
 
 
 RUNNER_ID = Name(validate=[_not_blank, validate.Length(max=MAX_NAME_CHARS)], metadata={
@@ -152,6 +187,10 @@ class TaskPatchSchema(Schema):
         "the routing entry's backoff).", zero=True)
     priority = _priority("A person changes the priority of a pending task (without status, "
                          "runner_id or decision).")
+    usage = fields.Nested(UsageSchema, metadata={
+        "description": "With the report that ends the task: what its run used."})
+    executor = Name(validate=validate.Length(min=1, max=MAX_NAME_CHARS), metadata={
+        "description": "With the report that ends the task: what ran it."})
 
     @validates_schema
     def _says_something(self, data: dict[str, Any], **_: Any) -> None:
@@ -167,6 +206,13 @@ class TaskPatchSchema(Schema):
         if "retry_after_seconds" in data and not data.get("retryable"):
             raise ValidationError("retry_after_seconds goes with retryable: true.",
                                   "retry_after_seconds")
+
+    @validates_schema
+    def _usage_at_the_end(self, data: dict[str, Any], **_: Any) -> None:
+        for name in ("usage", "executor"):
+            if name in data and data.get("status") not in ENDED_STATUSES:
+                raise ValidationError(f"{name} goes with the status that ends the task "
+                                      f"({', '.join(ENDED_STATUSES)}).", name)
 
     @validates_schema
     def _priority_alone(self, data: dict[str, Any], **_: Any) -> None:
@@ -230,6 +276,10 @@ class TaskSchema(Schema):
         "description": "The name of the token that answered its last decision."})
     cancelled_by = fields.String(allow_none=True, dump_default=None, metadata={
         "description": "The name of the token that cancelled it."})
+    usage = fields.Nested(UsageSchema, allow_none=True, dump_default=None, metadata={
+        "description": "What its run used, as the report that ended it said (null: unknown)."})
+    executor = fields.String(allow_none=True, dump_default=None, metadata={
+        "description": "What ran it, as the report that ended it said (null: unknown)."})
 
 
 class TaskLogSchema(Schema):
@@ -431,6 +481,20 @@ def _caps(what: str) -> fields.Dict:
                                                 "run at once."})
 
 
+def _price(kind: str) -> StrictFloat:
+    return StrictFloat(validate=validate.Range(min=0, max=MAX_COST_USD), allow_nan=False,
+                       metadata={"description": f"USD per million {kind} tokens."})
+
+
+class ModelPricesSchema(Schema):
+    """What a model's tokens cost; a kind left out has no price."""
+
+    input_per_mtok = _price("input")
+    output_per_mtok = _price("output")
+    cache_read_per_mtok = _price("cache read input")
+    cache_creation_per_mtok = _price("cache creation input")
+
+
 class RoutingLimitsSchema(Schema):
     """How many tasks may run at once, per model and per tier."""
 
@@ -444,8 +508,12 @@ RoutingFileSchema = Schema.from_dict(
         "models": fields.List(Name(validate=_not_blank), metadata={
             "description": "More models a task may name in context.model_override."}),
         "limits": fields.Nested(RoutingLimitsSchema),
+        "prices": fields.Dict(keys=Name(validate=_not_blank),
+                              values=fields.Nested(ModelPricesSchema), metadata={
+                                  "description": "Token prices by model, for the cost of a "
+                                                 "run whose report gives none."}),
     },
     name="RoutingFileSchema",
 )
-"""The routing file: an entry per task type to override, more known models, and how
-many tasks may run at once."""
+"""The routing file: an entry per task type to override, more known models, how many
+tasks may run at once, and token prices."""

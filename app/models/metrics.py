@@ -7,18 +7,24 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.clock import parse_iso
-from app.models.agent import ENDED_STATUSES, STATUSES
+from app.models.agent import ENDED_STATUSES, STATUSES, TOKEN_FIELDS
 from app.models.text import Name
 
 FINAL_STATUSES = ("completed", "failed")
 """The statuses a metric record holds."""
+RECORD_FIELDS = ("task_id", "task_type", "model", "duration_seconds", "status", "created_at")
+"""What every metric record holds."""
+OPTIONAL_RECORD_FIELDS = ("attempts", "wait_seconds", *TOKEN_FIELDS, "cost_usd",
+                          "prompt_variant", "skill_version", "executor")
+"""What a metric record may also hold, each absent when unknown; new ones go last."""
 QUEUE_STATUSES = tuple(status for status in STATUSES if status not in ENDED_STATUSES)
 BUCKETS = ("hour", "day")
 EXPORT_FORMATS = ("jsonl", "csv")
 
 
 class TaskMetricRecordSchema(Schema):
-    """One line of metrics.jsonl."""
+    """One line of metrics.jsonl; the fields after ``created_at`` are absent when
+    unknown."""
 
     task_id = fields.String(required=True)
     task_type = fields.String(required=True)
@@ -26,6 +32,19 @@ class TaskMetricRecordSchema(Schema):
     duration_seconds = fields.Float(required=True)
     status = fields.String(required=True, validate=validate.OneOf(FINAL_STATUSES))
     created_at = fields.String(required=True, metadata={"format": "date-time"})
+    attempts = fields.Integer(metadata={"description": "How many times the task was claimed."})
+    wait_seconds = fields.Float(metadata={
+        "description": "Seconds from the task's creation to its first claim."})
+    input_tokens = fields.Integer()
+    output_tokens = fields.Integer()
+    cache_read_input_tokens = fields.Integer()
+    cache_creation_input_tokens = fields.Integer()
+    cost_usd = fields.Float(metadata={
+        "description": "The cost its report gave, else the one the routing file's prices "
+                       "give for its tokens."})
+    prompt_variant = fields.String(metadata={"description": "The task's context.prompt_variant."})
+    skill_version = fields.String(metadata={"description": "The task's context.skill_version."})
+    executor = fields.String(metadata={"description": "What ran it, as its final report said."})
 
 
 class MetricsQuerySchema(Schema):

@@ -72,7 +72,7 @@ def pipeline() -> ResponseReturnValue:
 @bp.post("/tasks/claim")
 def claim_task() -> ResponseReturnValue:
     fields = schema(TaskClaimSchema).load(json_body())
-    current_caller().check_runner_id(fields["runner_id"])
+    current_caller().check_runner(fields["runner_id"])
     task = services().tasks.claim(**fields)
     return ("", 204) if task is None else schema(TaskSchema).dump(task)
 
@@ -93,21 +93,24 @@ def _patch(task_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """The change the body asks for: a decision answers the task; a runner's PATCH is a
     heartbeat (no status), a start (running) or a report (another status); a person's
     moves the task (a status) or edits its progress (and a pending task's priority)."""
-    tasks, progress = services().tasks, Progress.of(body)
+    tasks, progress, caller = services().tasks, Progress.of(body), current_caller()
     status, runner_id = body.get("status"), body.get("runner_id")
     duration = body.get("duration_seconds")
-    current_caller().check_change(runner_id, deciding="decision" in body)
+    if "decision" in body or runner_id is None:
+        caller.check_person()
     if "decision" in body:
         return tasks.answer(task_id, body["decision"], progress, status=status,
-                            runner_id=runner_id, by=current_caller().name)
+                            runner_id=runner_id, by=caller.name)
     if runner_id is None:
         return (tasks.edit(task_id, progress, body.get("priority")) if status is None
                 else tasks.transition(task_id, status, progress, duration))
+    caller.check_runner(runner_id)
     if status is None:
-        return tasks.heartbeat(task_id, runner_id, progress)
+        return tasks.heartbeat(task_id, runner_id, progress, held_only=caller.holds_only)
     if status == "running":
-        return tasks.start(task_id, runner_id, progress)
-    return tasks.report(task_id, runner_id, status, progress, duration, Retry.of(body))
+        return tasks.start(task_id, runner_id, progress, held_only=caller.holds_only)
+    return tasks.report(task_id, runner_id, status, progress, duration, Retry.of(body),
+                        held_only=caller.holds_only)
 
 
 @bp.post("/tasks/<task_id>/cancel")

@@ -24,7 +24,9 @@ from app.runner.identity import runner_id_prefix
 from app.runner.outbox import Outbox
 from app.runner.reports import Reports
 from app.runner.running import RunningCommands, start_watchdog, this_runner
-from app.runner.settings import api_url, positive_seconds, programs, runner_from_env
+from app.runner.settings import (
+    MAX_EXECUTOR_CHARS, api_url, executor_name, positive_seconds, programs, runner_from_env,
+)
 from app.runner.task_log import prune_task_logs
 from app.runner.worker import Runner, RunSettings
 from app.shared_settings import exit_on_config_error
@@ -71,6 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-program", action="append", default=[], metavar="PROGRAM",
                         help="a program a task's command may start with; repeat for more "
                              "(default AGENT_ALLOW_PROGRAMS, else claude)")
+    parser.add_argument("--executor", metavar="NAME",
+                        help="who runs the tasks, named in each report that ends a "
+                             f"task, at most {MAX_EXECUTOR_CHARS} characters (default "
+                             "AGENT_EXECUTOR, else the host name)")
     parser.add_argument("--verbose", action="store_true", help="say more on stderr")
     return parser.parse_args(argv)
 
@@ -118,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with exit_on_config_error("agent_runner"):
         settings = runner_from_env()
+        executor = (settings.executor if args.executor is None
+                    else executor_name(args.executor, "--executor"))
         folder = RunnerFolder.prepare(settings.runner_dir)
     setup_logging(folder.log_file, args.verbose)
     commands = RunningCommands(folder.running, this_runner())
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         lease_seconds=args.lease_seconds, log_max_bytes=settings.task_log_max_bytes,
         cancel_grace=settings.cancel_grace_seconds,
         allowed_programs=programs(args.allow_program) or settings.allowed_programs,
-        runner_id_prefix=prefix or "",
+        executor=executor, runner_id_prefix=prefix or "",
     ), workers=args.workers)
     received = stop_on_signals(runner)
     reports.replay()

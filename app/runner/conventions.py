@@ -8,6 +8,8 @@
   nothing after it) makes a failure worth retrying, not before that many seconds; the
   last such line counts, and one that does not parse is ordinary output. Exit status
   ``EX_TEMPFAIL`` (75) makes a failure worth retrying too, after the service's backoff.
+- A line ``::usage:: {json}`` says what the task used (tokens, cost), for the final
+  report; so does a Claude Code result object. See :mod:`app.runner.usage`.
 - If the last non-empty line of the output is ``::needs-decision:: <question>``, the task
   ends ``needs_decision`` with that question as its ``decision_prompt``, whatever the
   command's exit status; the decision a person gives comes back in ``AGENT_DECISION``
@@ -19,9 +21,13 @@ import re
 from dataclasses import dataclass
 
 from app.api_limits import MAX_DELAY_SECONDS, MAX_DIRECTION_CHARS, MAX_STEP_CHARS
+from app.runner.usage import UsageLine, usage_line
 
 MARK = b"::"
-"""How the lines :func:`parse_line` reads begin: no other line needs decoding."""
+"""How the lines :func:`parse_line` reads begin: no other line needs decoding, but one
+that may be a result object (:data:`RESULT_START`)."""
+RESULT_START = b"{"
+"""How a line that may be a Claude Code result object begins (see :mod:`app.runner.usage`)."""
 EX_TEMPFAIL = 75
 """The exit status (``sysexits.h``) of a temporary failure: worth retrying."""
 
@@ -40,9 +46,13 @@ class RetryAfter:
     seconds: float
 
 
-def parse_line(line: str) -> Progress | RetryAfter | None:
+def parse_line(line: str) -> Progress | RetryAfter | UsageLine | None:
     """What a line of output tells the runner while the command runs, if anything."""
-    found = _MARKED.fullmatch(line.rstrip("\r\n"))
+    text = line.rstrip("\r\n")
+    said = usage_line(text)
+    if said is not None:
+        return said
+    found = _MARKED.fullmatch(text)
     if found is None:
         return None
     mark, number, rest = found.groups()

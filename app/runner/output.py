@@ -2,9 +2,10 @@
 
 Four places, each bounded: the task's log file (:class:`CappedLog`), the end of the
 output for the final report, the part not yet sent to the service (heartbeats carry it
-as ``log_append``), and what the latest ``::progress::`` and ``::retry-after::`` lines
-said. The reading thread writes; the heartbeat thread takes what is due; a lock keeps the
-two apart.
+as ``log_append``), and what the output's lines said (``::progress::``,
+``::retry-after::``, and what the task used: ``::usage::`` and result objects). The
+reading thread writes; the heartbeat thread takes what is due; a lock keeps the two
+apart.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from app.api_limits import MAX_LOG_APPEND_CHARS
-from app.runner.conventions import MARK, Progress, RetryAfter, parse_line
+from app.runner.conventions import MARK, RESULT_START, Progress, RetryAfter, parse_line
 from app.runner.tail import Tail, complete_utf8, text_within
 from app.runner.task_log import CappedLog, left_out_line
+from app.runner.usage import Usage, UsageLine, UsageSeen
 
 OUTPUT_LIMIT_BYTES = 64 * 1024
 """The end of the output a final report carries."""
@@ -25,7 +27,10 @@ of UTF-8, so never more characters than the service takes."""
 LEFT_OUT_ROOM = 64
 """Room kept in ``LOG_APPEND_LIMIT_BYTES`` for the line saying what was left out."""
 MAX_LINE_BYTES = 4096
-"""Longer lines tell the runner nothing, so no more of a line is kept to look at."""
+"""Longer lines tell the runner nothing, so no more of a line is kept to look at..."""
+MAX_RESULT_LINE_BYTES = 1024 * 1024
+"""...but for one that may be a result object, which holds the command's final answer
+before its usage."""
 
 
 class TaskOutput:
@@ -40,6 +45,7 @@ class TaskOutput:
         self._line = bytearray()
         self._progress: Progress | None = None
         self._retry_after: RetryAfter | None = None
+        self._usage = UsageSeen()
         self._ends_line = True
 
     def open_log(self, path: Path, max_bytes: int) -> None:
@@ -78,6 +84,28 @@ class TaskOutput:
         """The seconds of the last ``::retry-after::`` line, if there was one."""
         with self._lock:
             return None if self._retry_after is None else self._retry_after.seconds
+
+    @property
+    def usage(self) -> Usage:
+        """What the output said the task used (see :mod:`app.runner.usage`)."""
+        with self._lock:
+            return self._usage.usage()
+
+    @property
+    def usage_ignored(self) -> tuple[int, str | None]:
+        """How many ``::usage::`` lines could not be used, and why the first could not."""
+        with self._lock:
+            return self._usage.ignored, self._usage.problem
+
+    def end(self) -> None:
+        """The command's output has ended: its last line counts without a newline too,
+        and so does the whole output as one result object, when it was kept whole (the
+        runner's notes come after)."""
+        with self._lock:
+            self._scan_line(bytes(self._line))
+            self._line.clear()
+            if self._reported.start == 0:
+                self._usage.take_result(self._reported.since().decode("utf-8", "replace"))
 
     def text(self) -> str:
         """The end of the output: at most ``OUTPUT_LIMIT_BYTES`` of UTF-8."""
@@ -135,13 +163,22 @@ class TaskOutput:
         for part in complete:
             line = bytes(self._line + part)
             self._line.clear()
-            if line.startswith(MARK):
-                said = parse_line(line.decode("utf-8", "replace"))
-                if isinstance(said, Progress):
-                    self._progress = said
-                elif isinstance(said, RetryAfter):
-                    self._retry_after = said
-        if len(self._line) + len(rest) <= MAX_LINE_BYTES:
+            self._scan_line(line)
+        limit = (MAX_RESULT_LINE_BYTES if (self._line or rest).startswith(RESULT_START)
+                 else MAX_LINE_BYTES)
+        if len(self._line) + len(rest) <= limit:
             self._line += rest
         else:
             self._line[:] = b"\0"  # tells nothing, whatever follows
+
+    def _scan_line(self, line: bytes) -> None:
+        if line.startswith(MARK):
+            said = parse_line(line.decode("utf-8", "replace"))
+            if isinstance(said, Progress):
+                self._progress = said
+            elif isinstance(said, RetryAfter):
+                self._retry_after = said
+            elif isinstance(said, UsageLine):
+                self._usage.take_line(said)
+        elif line.startswith(RESULT_START):
+            self._usage.take_result(line.decode("utf-8", "replace"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ SECONDS_SETTINGS = ("AGENT_TASK_TIMEOUT", "AGENT_CANCEL_GRACE_SECONDS")
 """Settings that are a positive number of seconds."""
 MIN_TASK_LOG_BYTES = 4096
 """Room for the beginning, the end and the line saying how much was left out."""
+MAX_EXECUTOR_CHARS = 200
+"""The longest ``executor`` the service takes."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class RunnerSettings:
     task_log_keep_days: int
     allowed_programs: frozenset[str]
     """The programs a task's command may start with; any other command is refused."""
+    executor: str
+    """Who runs the tasks, named in each report that ends a task: ``AGENT_EXECUTOR``,
+    else the host name (as in the runner ids)."""
 
 
 def positive_seconds(text: str) -> float:
@@ -68,6 +74,17 @@ def api_url(text: str, name: str = "the API address") -> str:
     if scheme.lower() not in {"http", "https"} or not rest or rest.startswith("/"):
         raise ConfigError(f"{name} must be an http:// or https:// address, not {text!r}")
     return url
+
+
+def executor_name(text: str, name: str) -> str:
+    """``text`` as the runner's name in its reports (``executor``): not blank, and at most
+    ``MAX_EXECUTOR_CHARS`` characters. A :class:`ConfigError` naming ``name`` otherwise."""
+    if not text.strip():
+        raise ConfigError(f"{name} must not be empty")
+    if len(text) > MAX_EXECUTOR_CHARS:
+        raise ConfigError(f"{name} must be at most {MAX_EXECUTOR_CHARS} characters, "
+                          f"not {len(text)}")
+    return text
 
 
 def programs(words: Iterable[str]) -> frozenset[str]:
@@ -107,4 +124,6 @@ def runner_from_env(environ: Mapping[str, str] | None = None) -> RunnerSettings:
         task_log_keep_days=settings["AGENT_TASK_LOG_KEEP_DAYS"],
         allowed_programs=programs([env.get("AGENT_ALLOW_PROGRAMS", "")]) or frozenset(
             {CLAUDE_PROGRAM}),
+        executor=executor_name(env.get("AGENT_EXECUTOR") or socket.gethostname(),
+                               "AGENT_EXECUTOR"),
     )

@@ -45,6 +45,8 @@ class RunSettings:
     """Seconds a command's group has between SIGTERM and SIGKILL after a request to
     cancel."""
     allowed_programs: frozenset[str]
+    executor: str
+    """Who runs the tasks, named in each report that ends a task."""
     runner_id_prefix: str = ""
     """What the token asks each runner id to start with (see :mod:`app.runner.identity`)."""
 
@@ -121,8 +123,8 @@ class Runner:
             return True
         log.info("finished %s %s %s %s in %.2f s", task_id, task["task_type"], task["model"],
                  outcome.status, outcome.duration_seconds)
-        return self.reports.submit(task_id, outcome.report(runner_id, output.text(),
-                                                           output.rest()))
+        return self.reports.submit(task_id, outcome.report(
+            runner_id, output.text(), output.rest(), executor=self.settings.executor))
 
     def _execute(self, task: dict[str, Any], runner_id: str,
                  output: TaskOutput) -> Outcome | None:
@@ -146,6 +148,7 @@ class Runner:
             log.error("task %s: %s", task["id"], runner_error(exc), exc_info=True)
             ended = Ended(None, runner_error(exc), Cause.RUNNER_ERROR)
         duration = round((finished or time.monotonic()) - started, 6)
+        output.end()
         if limits.lost.is_set():
             output.note(ended.note or "stopped: another runner holds the task now")
             output.close_log()
@@ -159,8 +162,12 @@ class Runner:
             log.error("task %s: %s", task["id"], runner_error(output.log_error))
             prompt, note = None, runner_error(output.log_error)
             output.note(note)
+        ignored, problem = output.usage_ignored
+        if ignored:
+            log.warning("task %s: %d ::usage:: line(s) ignored, the first: %s", task["id"],
+                        ignored, problem)
         return judge(ended, duration, prompt=prompt, failed=note is not None,
-                     retry_after=output.retry_after)
+                     retry_after=output.retry_after, usage=output.usage)
 
 
 def command_env(decision: str | None) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,8 +25,10 @@ from app.storage import backends
 from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import (
     MetricRecord,
+    NO_OPTIONAL_FIELDS,
     is_duration,
     is_label,
+    optional_fields,
     stored_record,
     to_micros,
 )
@@ -80,9 +82,10 @@ class MetricsService:
 
     def checked_record(
         self, task_id: str, task_type: str, model: str, duration_seconds: float, status: str,
+        optional: Mapping[str, Any] = NO_OPTIONAL_FIELDS,
     ) -> dict[str, Any]:
-        """The record to store for a finished task, created now; ValueError if a field
-        is not one a record can hold."""
+        """The record to store for a finished task, created now, with the ``optional``
+        fields known; ValueError if a field is not one a record can hold."""
         if not (is_label(task_id) and is_label(task_type) and is_label(model)):
             raise ValueError("task_id, task_type and model must be non-empty strings")
         if status not in FINAL_STATUSES:
@@ -91,8 +94,12 @@ class MetricsService:
             raise ValueError(
                 f"duration_seconds must be a number from 0 to {MAX_DURATION_SECONDS:g}"
             )
+        checked = optional_fields(optional)
+        if checked != optional:
+            raise ValueError(f"optional fields a record cannot hold: "
+                             f"{sorted(set(optional) - set(checked))}")
         return stored_record(task_id, task_type, model, round(float(duration_seconds), 6),
-                             status, isoformat(self.clock()))
+                             status, isoformat(self.clock()), checked)
 
     def compact(self, keep_days: int) -> CompactionReport:
         """Drop the records created more than ``keep_days`` days ago. Their totals are

@@ -2,7 +2,8 @@
 
 Records come from ``MetricsService.stored_records``: the same valid, first-per-task_id
 records the aggregates count, read from the store in bounded chunks, so an export of a
-large store never holds it in memory.
+large store never holds it in memory. A record's optional fields are absent from its
+JSON line when unknown, and empty cells of its CSV row.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Any
 
 import orjson
 
+from app.models.metrics import OPTIONAL_RECORD_FIELDS, RECORD_FIELDS
 from app.services.metrics_service import MetricsService
 from app.storage.metric_records import MetricRecord, as_stored, to_micros
 
-FIELDS = ("task_id", "task_type", "model", "duration_seconds", "status", "created_at")
+FIELDS = (*RECORD_FIELDS, *OPTIONAL_RECORD_FIELDS)
+"""The CSV columns: every record's fields, then the optional ones."""
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 CHUNK_BYTES = 64 * 1024
 

@@ -15,7 +15,8 @@ starting with ``-`` is refused when the task is created.
 An entry may also bound how many times a task of its type is claimed (``max_attempts``)
 and how long a retryable failure waits before the next attempt (``backoff_seconds``,
 doubling per attempt up to ``backoff_max_seconds``); the file's ``limits`` cap how many
-tasks of a model, or of a tier, run at once.
+tasks of a model, or of a tier, run at once, and its ``prices`` what a model's tokens
+cost (the cost of a run whose report gives none).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from app.config import ConfigError
-from app.models.agent import RoutingFileSchema, TASK_TYPES
+from app.models.agent import TOKEN_FIELDS, RoutingFileSchema, TASK_TYPES
 from app.shared_settings import CLAUDE_PROGRAM
 
 DIRECTION = "{direction}"
@@ -103,13 +104,45 @@ class Limits:
     tiers: Mapping[str, int] = field(default_factory=dict)
 
 
+TOKEN_PRICES = dict(zip(TOKEN_FIELDS, (
+    "input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_creation_per_mtok")))
+"""The price, per million tokens, of each kind of token a usage report counts."""
+COST_DIGITS = 10
+"""Costs are rounded to this many decimals, so sums of prices do not show float noise."""
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens of each kind, for one model; None: no price."""
+
+    input_per_mtok: float | None = None
+    output_per_mtok: float | None = None
+    cache_read_per_mtok: float | None = None
+    cache_creation_per_mtok: float | None = None
+
+    def cost(self, tokens: Mapping[str, int]) -> float | None:
+        """What these token counts (by field of ``TOKEN_FIELDS``) cost; None, unknown,
+        without any count, or when a kind with tokens has no price."""
+        if not tokens:
+            return None
+        total = 0.0
+        for kind, count in tokens.items():
+            price = getattr(self, TOKEN_PRICES[kind])
+            if count and price is None:
+                return None
+            total += count * (price or 0) / 1e6
+        return round(total, COST_DIGITS)
+
+
 @dataclass(frozen=True)
 class Routing:
-    """The routes by task type, every model a task may be given, and the limits."""
+    """The routes by task type, every model a task may be given, the limits, and the
+    token prices by model."""
 
     routes: Mapping[str, Route]
     extra_models: frozenset[str] = frozenset()
     limits: Limits = Limits()
+    prices: Mapping[str, Prices] = field(default_factory=dict)
 
     def route(self, task_type: str) -> Route:
         return self.routes[task_type]
@@ -174,4 +207,5 @@ def load_routing(path: str | Path | None) -> Routing:
         if problem:
             raise RoutingError(f'routing file {path}: entry "{task_type}": {problem}')
     return Routing(routes, frozenset(loaded.get("models", ())),
-                   Limits(**loaded.get("limits", {})))
+                   Limits(**loaded.get("limits", {})),
+                   {model: Prices(**prices) for model, prices in loaded.get("prices", {}).items()})

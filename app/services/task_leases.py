@@ -55,8 +55,11 @@ def lease(runner_id: str, lease_seconds: int, now: datetime, *,
 
 def attempt(task: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The fields a new attempt (a claim, or a move to ``running``) sets: one more
-    attempt, started now."""
-    return {"attempts": task.get("attempts", 0) + 1, "attempt_started_at": isoformat(now)}
+    attempt, started now; the first also sets ``first_claimed_at`` (how long a task
+    waited for its first claim goes in its metric record)."""
+    started = isoformat(now)
+    first = {} if task.get("attempts", 0) else {"first_claimed_at": started}
+    return {"attempts": task.get("attempts", 0) + 1, "attempt_started_at": started, **first}
 
 
 def transition_lease(

@@ -29,6 +29,7 @@ from app.models.agent import ENDED_STATUSES
 from app.models.metrics import FINAL_STATUSES
 from app.models.text import name_problem
 from app.services.metrics_service import MetricsService
+from app.services.record_fields import record_fields
 from app.services.routing import Route, Routing
 from app.services.task_leases import (
     DEFAULT_LEASE_SECONDS,
@@ -89,13 +90,16 @@ class IllegalTransition(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Progress:
     """What a change of a task may carry besides its status: the fields sent (not None)
-    are stored; ``log_append`` is added to the task's log instead."""
+    are stored; ``log_append`` is added to the task's log instead. ``usage`` and
+    ``executor`` come with the report that ends the task, for its metric record."""
 
     output: str | None = None
     progress_pct: float | None = None
     current_step: str | None = None
     decision_prompt: str | None = None
     log_append: str | None = None
+    usage: dict[str, Any] | None = None
+    executor: str | None = None
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Progress:
@@ -107,6 +111,7 @@ class Progress:
         return {name: value for name, value in (
             ("output", self.output), ("progress_pct", self.progress_pct),
             ("current_step", self.current_step), ("decision_prompt", self.decision_prompt),
+            ("usage", self.usage), ("executor", self.executor),
         ) if value is not None}
 
 
@@ -252,8 +257,10 @@ class TaskService:
     def _record(self, tx: TaskTransaction, task: Task, now: datetime) -> None:
         """Write a final task's metric record (its final state is written first, with
         ``recorded`` false, so a record that cannot be written yet is written later)."""
+        prices = self._routing().prices.get(task["model"])
         tx.record(self.metrics.checked_record(task["id"], task["task_type"], task["model"],
-                                              task["duration_seconds"], task["status"]))
+                                              task["duration_seconds"], task["status"],
+                                              record_fields(task, prices)))
 
     @staticmethod
     def _check_id(task_id: str) -> None:
@@ -343,10 +350,12 @@ class TaskService:
 
     @contextmanager
     def _open(
-        self, task_id: str, runner_id: str | None
+        self, task_id: str, runner_id: str | None, held_only: bool = False
     ) -> Iterator[tuple[TaskTransaction, Task, datetime]]:
         """The task as of now, in a store transaction for one change: a lease that ran
-        out is applied first; a runner's change of a task another runner holds is refused."""
+        out is applied first; a runner's change of a task another runner holds is refused,
+        and with ``held_only`` one of a task the runner does not hold (or held last, no
+        one having claimed it since)."""
         self._check_id(task_id)
         self._settle(task_id)
         with self.store.transaction() as tx:
@@ -358,21 +367,28 @@ class TaskService:
                 task = self._expire(tx, task, now)
             if runner_id is not None and holder(task, now) not in (None, runner_id):
                 raise IllegalTransition(f"Task {task_id} is held by another runner.")
+            if held_only and task.get("runner_id") != runner_id:
+                raise IllegalTransition(f"Task {task_id} is not held by runner {runner_id}: "
+                                        "a runner takes a task by claiming it.")
             yield tx, task, now
 
-    def heartbeat(self, task_id: str, runner_id: str, progress: Progress = NO_PROGRESS) -> Task:
-        """The runner holding the task renews its lease and sends its progress."""
-        with self._open(task_id, runner_id) as (tx, task, now):
+    def heartbeat(self, task_id: str, runner_id: str, progress: Progress = NO_PROGRESS, *,
+                  held_only: bool = False) -> Task:
+        """The runner holding the task renews its lease and sends its progress
+        (``held_only``: see :meth:`_open`)."""
+        with self._open(task_id, runner_id, held_only) as (tx, task, now):
             renewed = self._renew(tx, task, runner_id, progress, now)
             if renewed is None:
                 raise IllegalTransition(f"Task {task_id} is not running under a lease of "
                                         f"runner {runner_id}.")
             return renewed
 
-    def start(self, task_id: str, runner_id: str, progress: Progress = NO_PROGRESS) -> Task:
+    def start(self, task_id: str, runner_id: str, progress: Progress = NO_PROGRESS, *,
+              held_only: bool = False) -> Task:
         """A runner says it runs the task: a heartbeat if it holds the task; otherwise it
-        takes the task under a new lease, as the transitions allow."""
-        with self._open(task_id, runner_id) as (tx, task, now):
+        takes the task under a new lease, as the transitions allow (unless
+        ``held_only``: see :meth:`_open`)."""
+        with self._open(task_id, runner_id, held_only) as (tx, task, now):
             renewed = self._renew(tx, task, runner_id, progress, now)
             if renewed is None:
                 return self._move(tx, task, "running", progress, now, runner_id=runner_id)
@@ -380,13 +396,15 @@ class TaskService:
 
     def report(
         self, task_id: str, runner_id: str, status: str, progress: Progress = NO_PROGRESS,
-        duration_seconds: float | None = None, retry: Retry | None = None,
+        duration_seconds: float | None = None, retry: Retry | None = None, *,
+        held_only: bool = False,
     ) -> Task:
         """What the runner's run of the task ended with: an ended status (completed and
         failed record the task's metric) or needs_decision with its prompt. A failure
         with ``retry`` sends the task back to pending while attempts remain. The same
-        report sent again, as after a lost answer, changes nothing."""
-        with self._open(task_id, runner_id) as (tx, task, now):
+        report sent again, as after a lost answer, changes nothing. ``held_only``: see
+        :meth:`_open`."""
+        with self._open(task_id, runner_id, held_only) as (tx, task, now):
             if self._repeated(task, runner_id, status):
                 return self._with_command(task)
             if status == "failed" and retry is not None and self._retries(task):
@@ -413,14 +431,16 @@ class TaskService:
     ) -> Task:
         """Send the task back to pending after a failed attempt worth retrying; the
         attempt's output goes to the log (and its end to ``last_error``), not to
-        ``output``."""
+        ``output``. Its usage and executor are not kept: the task's record takes those
+        of the report that ends it."""
         change = retry_change(task, self.route(task["task_type"]), retry, runner_id,
                               progress.output, now)
         note = retry_note(task.get("attempts", 0), self._max_attempts(task),
                           change["run_after"])
         logged = "".join(filter(None, (progress.log_append, progress.output, note)))
         return self._save(tx, task, change,
-                          dataclasses.replace(progress, output=None, log_append=logged), now)
+                          dataclasses.replace(progress, output=None, log_append=logged,
+                                              usage=None, executor=None), now)
 
     def cancel(self, task_id: str, reason: str | None = None, by: str | None = None) -> Task:
         """A person (``by``, kept as ``cancelled_by``) cancels the task: a pending or

@@ -3,6 +3,9 @@
 A valid record has non-empty string ``task_id``, ``task_type`` and ``model``, a
 ``duration_seconds`` from 0 to MAX_DURATION_SECONDS, ``status`` completed or failed,
 and an ISO 8601 ``created_at`` (UTC when it has no offset). Anything else is skipped.
+A record may also hold the fields of ``OPTIONAL_RECORD_FIELDS``; one of the wrong type
+or range is left out of its record, which stays valid. They are decoded only for the
+export (``with_optional``): the aggregates do not look at them.
 Lines are decoded a chunk at a time: the common case (every record valid, timestamps in
 UTC) is checked and converted with list comprehensions and numpy; a chunk with anything
 unusual falls back to checking record by record.
@@ -14,14 +17,22 @@ import math
 from dataclasses import dataclass
 from operator import itemgetter
 from datetime import datetime, timedelta, timezone
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from itertools import repeat
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 
 from app.clock import isoformat, parse_iso
-from app.models.agent import MAX_DURATION_SECONDS
-from app.models.metrics import FINAL_STATUSES
+from app.models.agent import (
+    MAX_COST_USD,
+    MAX_DURATION_SECONDS,
+    MAX_TOKENS,
+    TOKEN_FIELDS,
+    is_record_label,
+)
+from app.models.metrics import FINAL_STATUSES, OPTIONAL_RECORD_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,43 @@ def is_label(value: Any) -> TypeGuard[str]:
     return type(value) is str and bool(value)
 
 
+MAX_ATTEMPTS_STORED = 2 ** 31 - 1
+
+
+def _whole(most: int, least: int = 0) -> Callable[[Any], bool]:
+    return lambda value: type(value) is int and least <= value <= most
+
+
+def _amount(most: float) -> Callable[[Any], bool]:
+    """A number from 0 to ``most`` (NaN and infinities fail the comparison)."""
+    return lambda value: type(value) in (int, float) and 0 <= value <= most
+
+
+OPTIONAL_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "attempts": _whole(MAX_ATTEMPTS_STORED, least=1),
+    "wait_seconds": _amount(MAX_DURATION_SECONDS),
+    **{name: _whole(MAX_TOKENS) for name in TOKEN_FIELDS},
+    "cost_usd": _amount(MAX_COST_USD),
+    "prompt_variant": is_record_label,
+    "skill_version": is_record_label,
+    "executor": is_record_label,
+}
+"""What a valid value of each optional field is (a number is never a bool)."""
+AMOUNTS = ("wait_seconds", "cost_usd")
+NO_OPTIONAL_FIELDS: Mapping[str, Any] = MappingProxyType({})
+
+
+def optional_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional fields of ``raw`` that hold valid values, in the order of
+    ``OPTIONAL_RECORD_FIELDS``; amounts as floats, as every backend gives them back."""
+    fields = {name: raw[name] for name in OPTIONAL_RECORD_FIELDS
+              if name in raw and OPTIONAL_CHECKS[name](raw[name])}
+    for name in AMOUNTS:
+        if name in fields:
+            fields[name] = float(fields[name])
+    return fields
+
+
 @dataclass
 class RecordBatch:
     """Valid records as parallel columns; times and durations in whole microseconds."""
@@ -64,6 +112,8 @@ class RecordBatch:
     completed: np.ndarray
     duration_us: np.ndarray
     created_us: np.ndarray
+    optional: list[dict[str, Any]] | None = None
+    """Each record's optional fields, when they were decoded (see ``with_optional``)."""
 
     def __len__(self) -> int:
         return len(self.task_ids)
@@ -72,6 +122,7 @@ class RecordBatch:
         return map(MetricRecord._make, zip(
             self.task_ids, self.task_types, self.models, self.completed.tolist(),
             self.duration_us.tolist(), self.created_us.tolist(),
+            repeat(NO_OPTIONAL_FIELDS) if self.optional is None else self.optional,
         ))
 
     def select(self, keep: np.ndarray) -> RecordBatch:
@@ -84,6 +135,7 @@ class RecordBatch:
             self.completed[keep],
             self.duration_us[keep],
             self.created_us[keep],
+            None if self.optional is None else [self.optional[i] for i in chosen],
         )
 
 
@@ -96,20 +148,24 @@ class MetricRecord(NamedTuple):
     completed: bool
     duration_us: int
     created_us: int
+    optional: Mapping[str, Any] = NO_OPTIONAL_FIELDS
+    """Its valid optional fields, when they were decoded."""
 
 
 def stored_record(
     task_id: str, task_type: str, model: str, duration_seconds: float, status: str,
-    created_at: str,
+    created_at: str, optional: Mapping[str, Any] = NO_OPTIONAL_FIELDS,
 ) -> dict[str, Any]:
     """A record as a line of metrics.jsonl holds it. The key order is part of the
-    canonical form that :mod:`app.storage.jsonl.metric_scan` skims."""
+    canonical form that :mod:`app.storage.jsonl.metric_scan` skims: the optional fields
+    go before ``created_at``, which ends the line."""
     return {
         "task_id": task_id,
         "task_type": task_type,
         "model": model,
         "duration_seconds": duration_seconds,
         "status": status,
+        **optional,
         "created_at": created_at,
     }
 
@@ -123,11 +179,13 @@ def as_stored(record: MetricRecord) -> dict[str, Any]:
     return stored_record(
         record.task_id, record.task_type, record.model, record.duration_us / MICROS,
         "completed" if record.completed else "failed", isoformat(from_micros(record.created_us)),
+        record.optional,
     )
 
 
 def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
-    """The record a stored line holds, or None if it is not a valid record."""
+    """The record a stored line holds (without its optional fields), or None if it is
+    not a valid record."""
     task_id, task_type, model = raw.get("task_id"), raw.get("task_type"), raw.get("model")
     duration, status = raw.get("duration_seconds"), raw.get("status")
     created = raw.get("created_at")
@@ -195,19 +253,30 @@ def _decode_common(offsets: np.ndarray, raws: list[dict[str, Any]]) -> RecordBat
     )
 
 
-def decode_batch(offsets: np.ndarray, raws: list[dict[str, Any]]) -> RecordBatch:
-    """The valid records among ``raws`` (lines at ``offsets``), as columns; invalid ones
-    are logged."""
+def decode_batch(offsets: np.ndarray, raws: list[dict[str, Any]], *,
+                 with_optional: bool = False) -> RecordBatch:
+    """The valid records among ``raws`` (lines at ``offsets``), as columns, with their
+    optional fields if ``with_optional``; invalid ones are logged."""
     batch = _decode_common(offsets, raws) if raws else None
-    if batch is not None:
-        return batch
-    valid = []
+    if batch is None:
+        batch, raws = _decode_each(offsets, raws)
+    if with_optional:
+        batch.optional = list(map(optional_fields, raws))
+    return batch
+
+
+def _decode_each(
+    offsets: np.ndarray, raws: list[dict[str, Any]]
+) -> tuple[RecordBatch, list[dict[str, Any]]]:
+    """The valid records, checked one by one, and the lines that hold them."""
+    valid, kept = [], []
     for offset, raw in zip(offsets.tolist(), raws):
         decoded = decode_record(raw)
         if decoded is None:
             log.warning("skipping invalid metric record at byte %d", offset)
         else:
-            valid.append((offset, *decoded))
+            valid.append((offset, *decoded[:-1]))
+            kept.append(raw)
     columns = list(zip(*valid)) or [()] * 7
     return RecordBatch(
         np.array(columns[0], dtype=np.int64),
@@ -217,4 +286,4 @@ def decode_batch(offsets: np.ndarray, raws: list[dict[str, Any]]) -> RecordBatch
         np.array(columns[4], dtype=bool),
         np.array(columns[5], dtype=np.int64),
         np.array(columns[6], dtype=np.int64),
-    )
+    ), kept

@@ -44,7 +44,7 @@ def test_every_route_is_in_the_document(app, client) -> None:
 def test_errors_and_bodies_are_described(client) -> None:
     paths = client.get("/api/openapi.json").json["paths"]
     create = paths["/api/agent/tasks"]["post"]
-    assert set(create["responses"]) == {"201", "400", "401", "413", "415", "422", "503"}
+    assert set(create["responses"]) == {"201", "400", "401", "403", "413", "415", "422", "503"}
     assert "400" in paths["/api/health"]["get"]["responses"]
     assert create["requestBody"]["content"]["application/json"]["schema"]
     assert paths["/api/agent/tasks/{task_id}"]["patch"]["responses"]["409"]["content"]

@@ -242,3 +242,38 @@ def test_each_task_shows_who_created_decided_and_cancelled_it(
         "submit", "admin", "submit")
     rerun = callers["admin"].post(f"{url}/rerun")
     assert rerun.json["created_by"] == "admin" and rerun.json["decided_by"] is None
+
+
+def test_a_run_token_changes_only_tasks_its_runner_holds(
+        scoped: Flask, secrets: dict[str, str], clock) -> None:
+    """A runner takes a task by claiming it: under a run token, reporting, starting or
+    heartbeating a task its runner never claimed is refused, whatever its status."""
+    callers = clients(scoped, secrets)
+    run, other = callers["run"], callers["other-run"]
+    pending = f"/api/agent/tasks/{_created(callers)}"
+    for change in ({"status": "completed", "duration_seconds": 1}, {"status": "running"},
+                   {"status": "cancelled"}, {}):
+        refused = other.patch(pending, json={"runner_id": "other-run/1", **change})
+        assert refused.status_code == 409, (change, refused.json)
+    clock.advance(seconds=1)  # claims take the older task first
+    asked = f"/api/agent/tasks/{_created(callers)}"
+    assert run.post("/api/agent/tasks/claim", json={"runner_id": "run/1"}).status_code == 200
+    assert run.patch(pending, json={"runner_id": "run/1", "status": "needs_decision",
+                                    "decision_prompt": "which way?"}).status_code == 200
+    assert other.patch(pending, json={"runner_id": "other-run/1", "status": "cancelled"}
+                       ).status_code == 409
+    assert callers["read"].get(pending).json["status"] == "needs_decision"
+    assert callers["read"].get(asked).json["status"] == "pending"
+    assert callers["admin"].patch(asked, json={"runner_id": "anyone", "status": "running"}
+                                  ).status_code == 200
+
+
+def test_head_follows_get_and_options_only_tells_the_methods(
+        scoped: Flask, secrets: dict[str, str]) -> None:
+    callers = clients(scoped, secrets)
+    assert callers["read"].head("/api/agent/tasks").status_code == 200
+    assert callers["run"].head("/api/agent/tasks").status_code == 403
+    told = callers["read"].options("/api/agent/tasks")
+    assert told.status_code == 200 and {"GET", "POST"} <= set(told.headers["Allow"].split(", "))
+    assert callers["read"].options("/api/agent/tasks/claim").data == b""
+    assert scoped.test_client().options("/api/agent/tasks").status_code == 401

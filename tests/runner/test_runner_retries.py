@@ -87,14 +87,16 @@ def test_the_report_says_whether_a_failure_is_worth_retrying(
     run: Ended, retry_after: float | None, expected: dict[str, Any]
 ):
     outcome = judge(run, 1.5, prompt=None, failed=run.note is not None,
-                    retry_after=retry_after)
-    assert outcome.report("r-1", "the output\n", "") == {
-        "runner_id": "r-1", "output": "the output\n", "duration_seconds": 1.5, **expected}
+                    retry_after=retry_after, usage={})
+    assert outcome.report("r-1", "the output\n", "", executor="box") == {
+        "runner_id": "r-1", "executor": "box", "output": "the output\n",
+        "duration_seconds": 1.5, **expected}
 
 
 def test_a_decision_asked_for_is_no_failure_whatever_the_exit_status():
-    outcome = judge(ended(75), 0.5, prompt="ship it?", failed=False, retry_after=3.0)
-    assert outcome.report("r-1", "out", "more") == {
+    outcome = judge(ended(75), 0.5, prompt="ship it?", failed=False, retry_after=3.0,
+                    usage={"input_tokens": 5})
+    assert outcome.report("r-1", "out", "more", executor="box") == {
         "runner_id": "r-1", "status": "needs_decision", "output": "out", "log_append": "more",
         "duration_seconds": 0.5, "decision_prompt": "ship it?"}
 

@@ -82,10 +82,12 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def first_records(chunk: Chunk, first_seen: FirstSeen) -> RecordBatch:
-    """The chunk's valid records that ``first_seen`` takes as the first of their task;
-    invalid lines and second records of a task are logged and skipped."""
-    batch = decode_batch(*chunk.decode_columns())
+def first_records(chunk: Chunk, first_seen: FirstSeen, *,
+                  with_optional: bool = False) -> RecordBatch:
+    """The chunk's valid records that ``first_seen`` takes as the first of their task
+    (with their optional fields if ``with_optional``); invalid lines and second records
+    of a task are logged and skipped."""
+    batch = decode_batch(*chunk.decode_columns(), with_optional=with_optional)
     fresh = first_seen(batch.task_ids, batch.offsets)
     if not fresh.all():
         log.warning("skipping %d repeated record(s) of a task_id already recorded",
@@ -184,7 +186,7 @@ class JsonlMetricStore(CheckpointedStore):
         try:
             task_ids = TaskIdIndex(partial(valid_task_id_at, reader))
             for chunk in reader.poll_chunks():
-                yield from first_records(chunk, task_ids.add_new).rows()
+                yield from first_records(chunk, task_ids.add_new, with_optional=True).rows()
         finally:
             reader.close()
 

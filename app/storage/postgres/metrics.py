@@ -21,8 +21,9 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Json
 
+from app.models.metrics import OPTIONAL_RECORD_FIELDS, RECORD_FIELDS
 from app.storage.metric_columns import RecordColumns
-from app.storage.metric_records import MetricRecord, RecordBatch, to_micros
+from app.storage.metric_records import MetricRecord, RecordBatch, optional_fields, to_micros
 from app.storage.metric_totals import Totals
 from app.storage.postgres.database import PostgresDatabase, only_row
 from app.storage.stores import CompactionReport
@@ -31,25 +32,36 @@ T = TypeVar("T")
 EXPORT_BATCH_ROWS = 10_000
 RECORD_COLUMNS = """seq, task_id, task_type, model, duration_seconds, status = 'completed',
     (extract(epoch FROM created_at) * 1000000)::bigint, xid::text::bigint"""
+EXPORT_COLUMNS = f"{RECORD_COLUMNS}, {', '.join(OPTIONAL_RECORD_FIELDS)}"
+""":data:`RECORD_COLUMNS` and the optional fields, which only the export reads."""
+STORED_FIELDS = (*RECORD_FIELDS, *OPTIONAL_RECORD_FIELDS)
+"""The columns a record in its stored shape fills (an optional field it lacks: null)."""
+PLACEHOLDERS = ["%s::timestamptz" if name == "created_at" else "%s" for name in STORED_FIELDS]
+
+
+def stored_values(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The values of :data:`STORED_FIELDS` of a record in its stored shape."""
+    return tuple(record.get(name) for name in STORED_FIELDS)
 
 
 def insert_record(conn: psycopg.Connection, record: dict[str, Any]) -> bool:
     """Insert a record (in its stored shape) unless its task_id has one; True if inserted."""
     inserted = conn.execute(
-        """INSERT INTO metric_records
-               (task_id, task_type, model, duration_seconds, status, created_at)
-           VALUES (%s, %s, %s, %s, %s, %s::timestamptz)
-           ON CONFLICT (task_id) DO NOTHING RETURNING seq""",
-        (record["task_id"], record["task_type"], record["model"],
-         record["duration_seconds"], record["status"], record["created_at"]),
+        f"""INSERT INTO metric_records ({', '.join(STORED_FIELDS)})
+            VALUES ({', '.join(PLACEHOLDERS)})
+            ON CONFLICT (task_id) DO NOTHING RETURNING seq""",
+        stored_values(record),
     ).fetchone()
     return inserted is not None
 
 
-def record_batch(rows: list[tuple[Any, ...]]) -> RecordBatch:
-    """Rows of :data:`RECORD_COLUMNS` as columns, the way the JSONL store decodes lines."""
+def record_batch(rows: list[tuple[Any, ...]], *, with_optional: bool = False) -> RecordBatch:
+    """Rows of :data:`RECORD_COLUMNS` (of :data:`EXPORT_COLUMNS` ``with_optional``) as
+    columns, the way the JSONL store decodes lines."""
     seqs, task_ids, task_types, models, durations, completed, created, _ = (
-        zip(*rows) if rows else [()] * 8)
+        zip(*(row[:8] for row in rows)) if rows else [()] * 8)
+    optional = [optional_fields(dict(zip(OPTIONAL_RECORD_FIELDS, row[8:]))) for row in rows
+                ] if with_optional else None
     return RecordBatch(
         np.array(seqs, dtype=np.int64),
         list(task_ids),
@@ -58,6 +70,7 @@ def record_batch(rows: list[tuple[Any, ...]]) -> RecordBatch:
         np.array(completed, dtype=bool),
         np.round(np.array(durations, dtype=np.float64) * 1e6).astype(np.int64),
         np.array(created, dtype=np.int64),
+        optional,
     )
 
 
@@ -117,11 +130,11 @@ class PostgresMetricStore:
         while True:
             with self.database.connection() as conn:
                 rows = conn.execute(
-                    f"SELECT {RECORD_COLUMNS} FROM metric_records WHERE seq > %s ORDER BY seq "
+                    f"SELECT {EXPORT_COLUMNS} FROM metric_records WHERE seq > %s ORDER BY seq "
                     "LIMIT %s", (after, EXPORT_BATCH_ROWS), binary=True).fetchall()
             if not rows:
                 return
-            yield from record_batch(rows).rows()
+            yield from record_batch(rows, with_optional=True).rows()
             after = rows[-1][0]
 
     def totals(self) -> Totals:

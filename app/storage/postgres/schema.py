@@ -74,6 +74,20 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE status = 'pending';
     CREATE INDEX tasks_running_models ON tasks (model) WHERE status = 'running';
     """,
+    # 4: the optional fields of a metric record (null: unknown); records stored before
+    # have none. Nullable columns without defaults: the table is not rewritten.
+    """
+    ALTER TABLE metric_records ADD COLUMN attempts integer,
+                               ADD COLUMN wait_seconds double precision,
+                               ADD COLUMN input_tokens bigint,
+                               ADD COLUMN output_tokens bigint,
+                               ADD COLUMN cache_read_input_tokens bigint,
+                               ADD COLUMN cache_creation_input_tokens bigint,
+                               ADD COLUMN cost_usd double precision,
+                               ADD COLUMN prompt_variant text,
+                               ADD COLUMN skill_version text,
+                               ADD COLUMN executor text;
+    """,
 )
 LATEST = len(MIGRATIONS)
 

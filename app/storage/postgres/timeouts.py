@@ -26,8 +26,10 @@ class Timeouts:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None = None) -> Timeouts:
-        """From the app's settings; from the environment when none are given."""
-        values = config.database_timeouts(os.environ) if settings is None else settings
+        """From the app's settings (the defaults for those they lack); from the
+        environment when none are given."""
+        values = (config.database_timeouts(os.environ) if settings is None
+                  else {**config.database_timeouts({}), **settings})
         return cls(
             connect=values["AGENT_DATABASE_CONNECT_TIMEOUT"],
             pool=values["AGENT_DATABASE_POOL_TIMEOUT"],

@@ -14,6 +14,7 @@ from app.clock import utc_now
 from app.errors import register_error_handlers
 from app.routers.access import bp as access_bp
 from app.routers.agent import bp as agent_bp
+from app.routers.compare import bp as compare_bp
 from app.routers.dashboard import bp as dashboard_bp
 from app.routers.prometheus import bp as prometheus_bp
 from app.routers.system import bp as system_bp
@@ -56,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(tokens_cli)
     app.register_blueprint(access_bp)
     app.register_blueprint(agent_bp)
+    app.register_blueprint(compare_bp)
     app.register_blueprint(system_bp)
     app.register_blueprint(prometheus_bp)
     app.register_blueprint(dashboard_bp)

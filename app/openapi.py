@@ -34,6 +34,7 @@ from app.models.agent import (
     TaskPatchSchema,
     TaskSchema,
 )
+from app.models.compare import ComparePageQuerySchema, CompareQuerySchema, ComparisonSchema
 from app.models.errors import ErrorSchema
 from app.models.health import HealthSchema
 from app.models.metrics import (
@@ -174,6 +175,12 @@ OPERATIONS: dict[str, Operation] = {
         " and each CSV row under its header, is a TaskMetricRecord",
         media_types=(JSONL, CSV), query=RecordsQuerySchema, errors=(422,),
     ),
+    "compare.metrics_compare": Operation(
+        "A/B comparison of two arms of the window's records (by prompt_variant, "
+        "skill_version, model or executor): success, durations and costs, each with a "
+        "two-sided p-value and a verdict at 5%", ComparisonSchema,
+        query=CompareQuerySchema, errors=(422,),
+    ),
     "prometheus.scrape": Operation(
         "Task counters, duration histograms and queue gauges for Prometheus",
         media_types=("text/plain",),
@@ -181,6 +188,10 @@ OPERATIONS: dict[str, Operation] = {
     "dashboard.dashboard": Operation(
         "The dashboard page", media_types=("text/html",), query=TimeseriesQuerySchema,
         errors=(422,),
+    ),
+    "dashboard.compare": Operation(
+        "The A/B comparison page (without both arms, its form alone)",
+        media_types=("text/html",), query=ComparePageQuerySchema, errors=(422,),
     ),
     "system.health": Operation(
         "Whether the service can write its stores (where they are, to a token that may "

@@ -44,7 +44,9 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "agent.rerun_task": SUBMITTERS,
     "agent.update_task": SUBMITTERS | {RUN},
     "agent.claim_task": RUNNERS,
+    "compare.metrics_compare": READERS,
     "dashboard.dashboard": READERS,
+    "dashboard.compare": READERS,
     "prometheus.scrape": READERS,
     "static": READERS,
 }

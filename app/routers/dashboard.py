@@ -1,12 +1,15 @@
-"""``GET /dashboard``: one server-rendered page of the metrics, charts drawn as inline SVG."""
+"""The pages for people, server-rendered: ``GET /dashboard``, the metrics with charts
+drawn as inline SVG, and ``GET /dashboard/compare``, an A/B comparison."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, request
 
-from app import charts
+from app import charts, compare_words
 from app.models.agent import AttentionListSchema, PipelineStatusSchema
+from app.models.compare import COMPARE_BY, ComparePageQuerySchema
 from app.models.metrics import BUCKETS
 from app.routers.common import schema, services, timeseries_query
+from app.services.metrics_compare import compare as compare_arms
 from app.services.metrics_series import service_timeseries
 from app.services.pipeline_status import attention, pipeline_status
 
@@ -45,4 +48,29 @@ def dashboard() -> str:
         format_seconds=charts.format_seconds,
         format_time=charts.format_time,
         last_line=charts.last_line,
+    )
+
+
+@bp.get("/dashboard/compare")
+def compare() -> str:
+    """The comparison of arms ``a`` and ``b``; the form alone until both are given."""
+    query = schema(ComparePageQuerySchema).load(request.args)
+    window_days = query.pop("window_days", None) or services().metrics.window_days
+    comparison = None
+    if query.get("a") and query.get("b"):
+        comparison = compare_arms(services().metrics, window_days=window_days, **query)
+    return render_template(
+        "compare.html",
+        query=query,
+        window_days=window_days,
+        window_choices=sorted({*WINDOW_CHOICES, window_days}),
+        by_choices=COMPARE_BY,
+        comparison=comparison,
+        findings=compare_words.findings(comparison) if comparison else [],
+        warnings=compare_words.warnings(comparison) if comparison else [],
+        seconds=compare_words.seconds,
+        percent=compare_words.percent,
+        points=compare_words.points,
+        dollars=compare_words.dollars,
+        signed=compare_words.signed,
     )

@@ -19,8 +19,10 @@ import psycopg
 from app.storage.postgres.failures import describe, silent
 from app.storage.postgres.watchdog import Watch, WatchedConnection
 
-ANSWER_SECONDS = 1.0
-"""A server that does not answer ``SELECT 1`` within this long is taken for silent."""
+ANSWER_SECONDS = 3.0
+"""A server that does not answer ``SELECT 1`` within this long is taken for silent, and
+every wait on it is cut: long enough that a server only slow for a moment (a checkpoint,
+a loaded machine) is not taken for a dead one."""
 
 
 @dataclass(eq=False)

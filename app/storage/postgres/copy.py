@@ -8,12 +8,12 @@ and a copy cut short is finished by running it again.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Json
 
 from app.storage.postgres.database import PostgresDatabase
@@ -46,57 +46,53 @@ def _batches(rows: Iterable[Any]) -> Iterator[list[Any]]:
         yield batch
 
 
+def _insert_staged(conn: psycopg.Connection[Any], table: str, columns: Sequence[str],
+                   rows: Iterable[Sequence[Any]], key: str, order: str = "") -> int:
+    """Insert ``rows`` into ``table`` but those whose ``key`` it holds already, through a
+    staging table filled with COPY: a million rows take seconds, not the minutes of an
+    INSERT each. How many were inserted."""
+    names = ", ".join(columns)
+    conn.execute(f"CREATE TEMPORARY TABLE staged (LIKE {table} INCLUDING DEFAULTS) "
+                 "ON COMMIT DROP")
+    with conn.cursor().copy(f"COPY staged ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    return conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM staged {order} "
+                        f"ON CONFLICT ({key}) DO NOTHING").rowcount
+
+
 def _copy_records(database: PostgresDatabase, records: Iterable[dict[str, Any]],
                   counts: CopyCounts) -> None:
-    """Through a staging table with COPY: a million records take seconds, not minutes.
-    Every stored field goes along, the optional ones included (null when a record lacks
-    one)."""
-    columns = ", ".join(STORED_FIELDS)
+    """Every stored field goes along, the optional ones included (null when a record
+    lacks one), in the order they were stored."""
     for batch in _batches(records):
         with database.connection() as conn:
-            conn.execute("CREATE TEMPORARY TABLE staged_records (LIKE metric_records "
-                         "INCLUDING DEFAULTS) ON COMMIT DROP")
-            with conn.cursor().copy(f"COPY staged_records ({columns}) FROM STDIN") as copy:
-                for record in batch:
-                    copy.write_row(stored_values(record))
-            inserted = conn.execute(
-                f"""INSERT INTO metric_records ({columns})
-                    SELECT {columns}
-                    FROM staged_records ORDER BY seq ON CONFLICT (task_id) DO NOTHING""")
-            counts.add("metrics", inserted.rowcount, len(batch))
+            inserted = _insert_staged(conn, "metric_records", STORED_FIELDS,
+                                      map(stored_values, batch), "task_id", "ORDER BY seq")
+        counts.add("metrics", inserted, len(batch))
 
 
 def _copy_tasks(database: PostgresDatabase, tasks: Iterable[dict[str, Any]],
                 counts: CopyCounts) -> list[str]:
     """Returns the ids of the tasks offered."""
-    columns = ", ".join(ROW_FIELDS)
     task_ids: list[str] = []
     for batch in _batches(tasks):
         task_ids.extend(task["id"] for task in batch)
         with database.connection() as conn:
-            copied = 0
-            for task in batch:
-                copied += conn.execute(
-                    f"INSERT INTO tasks (id, {columns}, state) VALUES "
-                    f"(%s, {', '.join(['%s'] * len(ROW_FIELDS))}, %s) "
-                    "ON CONFLICT (id) DO NOTHING", (task["id"], *row_values(task))).rowcount
-            counts.add("tasks", copied, len(batch))
+            inserted = _insert_staged(conn, "tasks", ("id", *ROW_FIELDS, "state"),
+                                      ((task["id"], *row_values(task)) for task in batch),
+                                      "id")
+        counts.add("tasks", inserted, len(batch))
     return task_ids
 
 
 def _copy_task_logs(database: PostgresDatabase, read_log: Callable[[str], str],
                     task_ids: Iterable[str], counts: CopyCounts) -> None:
     for batch in _batches(task_ids):
+        logs = [(task_id, text) for task_id in batch if (text := read_log(task_id))]
         with database.connection() as conn:
-            copied = offered = 0
-            for task_id in batch:
-                text = read_log(task_id)
-                if text:
-                    offered += 1
-                    copied += conn.execute(
-                        "INSERT INTO task_logs (task_id, log) VALUES (%s, %s) "
-                        "ON CONFLICT (task_id) DO NOTHING", (task_id, text)).rowcount
-            counts.add("task logs", copied, offered)
+            inserted = _insert_staged(conn, "task_logs", ("task_id", "log"), logs, "task_id")
+        counts.add("task logs", inserted, len(logs))
 
 
 def _copy_carried(database: PostgresDatabase, carried: Any) -> None:

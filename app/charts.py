@@ -4,7 +4,8 @@ The functions turn numbers into shapes (rectangles, polylines, ticks) in SVG use
 ``templates/dashboard.html`` only draws them. Nothing here divides by a count that can be
 zero: an empty series draws an empty frame. The page's durations and times are written
 by :func:`format_seconds` and :func:`format_time`, and the line shown of an output by
-:func:`last_line`.
+:func:`last_line`. Amounts in human units, for the page and for ``flask metrics show``:
+:func:`human_seconds`, :func:`human_count` and :func:`human_dollars`.
 """
 from __future__ import annotations
 
@@ -106,6 +107,42 @@ def last_line(text: str | None) -> str:
     """The last line of an output that is not blank, where a failure usually says why."""
     lines = [line for line in (text or "").splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def _rounded(value: float) -> str:
+    """A number of a unit: one decimal below 10 (none when it is 0), whole above."""
+    shown = f"{value:.1f}" if round(value, 1) < 10 else f"{value:.0f}"
+    return shown[:-2] if shown.endswith(".0") else shown
+
+
+def human_seconds(seconds: float) -> str:
+    """A duration for people, rounded in the largest unit it has one of: ``0.4 s``,
+    ``42 s``, ``3.5 min``, ``2 h``, ``1.5 d``."""
+    for divisor, name, next_unit in ((1, "s", 60), (60, "min", 60), (3600, "h", 24)):
+        shown = _rounded(seconds / divisor)
+        if float(shown) < next_unit:
+            return f"{shown} {name}"
+    return f"{_rounded(seconds / 86400)} d"
+
+
+def human_count(count: float) -> str:
+    """A count such as tokens, rounded: ``950``, ``12k``, ``1.2M``, ``3B``."""
+    if round(count) < 1000:
+        return f"{count:.0f}"
+    for divisor, name in ((1000, "k"), (1000 ** 2, "M")):
+        shown = _rounded(count / divisor)
+        if float(shown) < 1000:
+            return shown + name
+    return _rounded(count / 1000 ** 3) + "B"
+
+
+def human_dollars(amount: float) -> str:
+    """An amount in USD, to the cent (``$12.34``, ``$1,234.50``); below a cent, to two
+    significant digits (``$0.0042``) rather than ``$0.00``."""
+    if amount == 0 or abs(amount) >= 0.01:
+        return f"${amount:,.2f}"
+    digits = 1 - math.floor(math.log10(abs(amount)))
+    return f"${amount:.{digits}f}".rstrip("0")
 
 
 def nice_step(largest: float) -> float:

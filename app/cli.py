@@ -16,6 +16,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from app.charts import human_count, human_dollars, human_seconds
 from app.models.metrics import MetricsAggregatesSchema
 from app.services import Services
 from app.shared_settings import ConfigError
@@ -99,7 +100,64 @@ def table(headers: Sequence[str], rows: list[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+UNKNOWN = "-"
+"""A table's cell for a value no record of its row carries (never a 0)."""
+
+
+def _or_unknown(value: float | None, human: Callable[[float], str],
+                unknown: str = UNKNOWN) -> str:
+    return unknown if value is None else human(value)
+
+
+def _queue_wait(wait: dict[str, Any]) -> str:
+    if not wait["count"]:
+        return "Queue wait: unknown (no record in the window carries it)"
+    return (f"Queue wait: p50 {human_seconds(wait['p50_seconds'])}, "
+            f"p95 {human_seconds(wait['p95_seconds'])} (creation to first claim, over "
+            f"{wait['count']} task{'s' if wait['count'] != 1 else ''})")
+
+
+def _usage(usage: dict[str, Any]) -> list[str]:
+    """The window's tokens and cost, each "unknown" when no record carries it."""
+    if not usage["tasks_with_usage"]:
+        return ["Usage: unknown (no record in the window carries tokens or a cost)"]
+    tokens = ", ".join(
+        f"{name} {_or_unknown(usage[key], human_count, 'unknown')}"
+        for name, key in (("input", "input_tokens"), ("output", "output_tokens"),
+                          ("cache read", "cache_read_input_tokens"),
+                          ("cache written", "cache_creation_input_tokens")))
+    with_usage = usage["tasks_with_usage"]
+    lines = [f"Tokens: {tokens} ({with_usage} task{'s' if with_usage != 1 else ''} "
+             "reported tokens or a cost)"]
+    if usage["cost_usd"] is None:
+        lines.append("Cost: unknown (no record in the window carries it)")
+    elif usage["cost_per_completed_task"] is None:
+        lines.append(f"Cost: {human_dollars(usage['cost_usd'])}, per completed task "
+                     "unknown (no task completed)")
+    else:
+        lines.append(f"Cost: {human_dollars(usage['cost_usd'])}, "
+                     f"{human_dollars(usage['cost_per_completed_task'])} per completed task")
+    return lines
+
+
+def _usage_table(label: str, breakdown: dict[str, dict[str, Any]]) -> str:
+    """Each row's cost and tokens, with a note when some are unknown."""
+    rows: list[Sequence[Any]] = [
+        (name, _or_unknown(row["cost_usd"], human_dollars),
+         _or_unknown(row["input_tokens"], human_count),
+         _or_unknown(row["output_tokens"], human_count))
+        for name, row in sorted(breakdown.items())
+    ]
+    text = table((label, "cost", "input tokens", "output tokens"), rows)
+    if any(UNKNOWN in row[1:] for row in rows):
+        text += f"\n({UNKNOWN}: no record of this {label} in the window carries it)"
+    return text
+
+
 def render(aggregates: dict[str, Any]) -> str:
+    """``flask metrics show`` without ``--json``: the window's outcomes and durations; its
+    queue wait, tokens and cost in human units; then per task type and per model, their
+    cost and tokens, and their outcomes and durations."""
     totals, times = aggregates["success_rate"], aggregates["execution_time"]
     days = aggregates["window_days"]
     parts = [
@@ -111,13 +169,17 @@ def render(aggregates: dict[str, Any]) -> str:
     if not totals["total"]:
         parts.append("No records in this window.")
         return "\n".join(parts)
+    parts.append(_queue_wait(aggregates["queue_wait"]))
+    parts += _usage(aggregates["usage"])
     by_type = aggregates["by_task_type"]
+    by_model = aggregates["by_model"]
+    if aggregates["usage"]["tasks_with_usage"]:
+        parts += ["", _usage_table("task type", by_type), "", _usage_table("model", by_model)]
     parts += ["", table(
         ("task type", "count", "completed", "failed", "success rate"),
         [(name, row["count"], row["completed"], row["failed"], f"{row['success_rate']:.0%}")
          for name, row in sorted(by_type.items())],
     )]
-    by_model = aggregates["by_model"]
     parts += ["", table(
         ("model", "count", "avg duration (s)"),
         [(name, row["count"], row["avg_duration"]) for name, row in sorted(by_model.items())],

@@ -4,12 +4,14 @@ Generates a store (default 1,000,000 records over 14 days, half inside the 7-day
 then measures, on this machine and in this run: a full rescan of the file (the plain
 approach), a cold read of the store by a new MetricsService (what a worker does when it
 starts after the file was replaced), gunicorn's start (its master reads the store once
-before forking), the first GET after it, warm GETs over HTTP and resident memory per
-worker, and prints one table with the ratios. Then the other modes, each with its own
-table: record_task from several processes with the store's lock and with a bare flock
-(:mod:`bench.bench_lock`), the task store (:mod:`bench.bench_tasks`), start-up with and
-without checkpoints (:mod:`bench.bench_startup`), claims with priorities, delays and caps
-on both backends (:mod:`bench.bench_claims`) and PostgreSQL (:mod:`bench.bench_postgres`).
+before forking), the first GET after it, warm GETs over HTTP, warm scrapes of
+``/metrics`` and resident memory per worker, and prints one table with the ratios. Then
+the other modes, each with its own table: the usage aggregates and the A/B comparison
+(:mod:`bench.bench_usage`), record_task from several processes with the store's lock and
+with a bare flock (:mod:`bench.bench_lock`), the task store (:mod:`bench.bench_tasks`),
+start-up with and without checkpoints (:mod:`bench.bench_startup`), claims with
+priorities, delays and caps on both backends (:mod:`bench.bench_claims`) and PostgreSQL
+(:mod:`bench.bench_postgres`).
 
     make bench                      # or: python -m bench.bench_metrics --records 200000
 """
@@ -26,7 +28,7 @@ import requests
 
 from app.services.metrics_service import MetricsService
 from app.storage.jsonl.metrics import JsonlMetricStore
-from bench import bench_claims, bench_postgres, bench_startup, bench_tasks
+from bench import bench_claims, bench_postgres, bench_startup, bench_tasks, bench_usage
 from bench.bench_lock import measure_locks, print_lock_table
 from bench.full_rescan import full_rescan
 from bench.store import write_store
@@ -59,11 +61,17 @@ def measure_server(logs_dir: Path, workers: int, window_days: int, requests_coun
             assert response.status_code == 200
             warm.append(elapsed)
         answer = response.json()
+        scrapes = []
+        for _ in range(requests_count):
+            elapsed, response = timed(lambda: requests.get(f"{server.base_url}/metrics",
+                                                           timeout=30))
+            assert response.status_code == 200
+            scrapes.append(elapsed)
         memory = [rss_mb(pid) for pid in server.worker_pids()]
     finally:
         server.stop()
     return {"ready": ready, "first": max(elapsed for elapsed, _ in firsts), "warm": warm,
-            "rss": memory, "answer": answer}
+            "scrapes": scrapes, "rss": memory, "answer": answer}
 
 
 def main() -> None:
@@ -107,6 +115,7 @@ def main() -> None:
 
     warm_median = statistics.median(server["warm"])
     warm_p95 = sorted(server["warm"])[int(0.95 * len(server["warm"])) - 1]
+    scrape_median = statistics.median(server["scrapes"])
     rows = [
         ("full rescan of the file (plain approach)", f"{rescan:.2f} s", "", ""),
         ("cold read of the store in one process", f"{cold:.2f} s",
@@ -117,6 +126,8 @@ def main() -> None:
         ("warm GET over HTTP, median", f"{warm_median * 1000:.2f} ms", "<= 10 ms", ""),
         ("warm GET over HTTP, p95", f"{warm_p95 * 1000:.2f} ms", "", ""),
         ("full rescan / warm GET median", f"{rescan / warm_median:,.0f}x", ">= 100x", ""),
+        ("warm GET /metrics (Prometheus), median", f"{scrape_median * 1000:.2f} ms",
+         "<= 10 ms", f"{scrape_median / warm_median:.2f}x of the warm GET"),
         ("resident memory per worker", " / ".join(f"{mb:.0f}" for mb in server["rss"]) + " MB",
          "<= 150 MB", ""),
     ]
@@ -127,6 +138,8 @@ def main() -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
     if args.metrics_only:
         return
+    print()
+    bench_usage.main(["--records", str(args.records)])
     print()
     print_lock_table(measure_locks(args.writers, args.writes, args.lock_rounds),
                      args.writers, args.writes)

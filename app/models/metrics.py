@@ -67,35 +67,86 @@ class ExecutionTimeSchema(Schema):
     count = fields.Integer(metadata={"description": "Durations the percentiles are over."})
 
 
-class TaskTypeBreakdownSchema(Schema):
+def _known_sum(what: str, *, number: bool = False) -> fields.Field:
+    """A sum over the records that know it; null when none does."""
+    kind = fields.Float if number else fields.Integer
+    return kind(required=True, allow_none=True, metadata={
+        "description": f"{what} of the records that know it; null when none does."})
+
+
+class CostAndTokensMixin(Schema):
+    cost_usd = _known_sum("The cost in USD", number=True)
+    input_tokens = _known_sum("The input tokens")
+    output_tokens = _known_sum("The output tokens")
+
+
+class TaskTypeBreakdownSchema(CostAndTokensMixin):
     count = fields.Integer(required=True)
     completed = fields.Integer(required=True)
     failed = fields.Integer(required=True)
     success_rate = fields.Float(required=True)
 
 
-class ModelBreakdownSchema(Schema):
+class ModelBreakdownSchema(CostAndTokensMixin):
     count = fields.Integer(required=True)
     avg_duration = fields.Float(required=True)
+
+
+class LabelBreakdownSchema(Schema):
+    """One prompt variant, skill version or executor in the window."""
+
+    count = fields.Integer(required=True)
+    completed = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    success_rate = fields.Float(required=True)
+    p50_seconds = fields.Float(required=True)
+    avg_duration = fields.Float(required=True)
+    cost_usd = _known_sum("The cost in USD", number=True)
+
+
+class UsageTotalsSchema(Schema):
+    tasks_with_usage = fields.Integer(required=True, metadata={
+        "description": "Records that carry any token count or a cost."})
+    input_tokens = _known_sum("The input tokens")
+    output_tokens = _known_sum("The output tokens")
+    cache_read_input_tokens = _known_sum("The cache-read input tokens")
+    cache_creation_input_tokens = _known_sum("The cache-creation input tokens")
+    cost_usd = _known_sum("The cost in USD", number=True)
+    cost_per_completed_task = fields.Float(required=True, allow_none=True, metadata={
+        "description": "cost_usd divided by the completed tasks of the window (failed "
+                       "tasks cost too); null without a known cost or a completed task."})
+
+
+class QueueWaitSchema(Schema):
+    """Seconds from creation to first claim, of the records that know it."""
+
+    p50_seconds = fields.Float(required=True, allow_none=True)
+    p95_seconds = fields.Float(required=True, allow_none=True)
+    count = fields.Integer(required=True)
+
+
+def _breakdown(schema: type[Schema]) -> fields.Dict:
+    return fields.Dict(keys=fields.String(), values=fields.Nested(schema), required=True)
 
 
 class MetricsAggregatesSchema(Schema):
     window_days = fields.Integer(required=True)
     success_rate = fields.Nested(SuccessRateSchema, required=True)
     execution_time = fields.Nested(ExecutionTimeSchema, required=True)
-    by_task_type = fields.Dict(
-        keys=fields.String(), values=fields.Nested(TaskTypeBreakdownSchema), required=True
-    )
-    by_model = fields.Dict(
-        keys=fields.String(), values=fields.Nested(ModelBreakdownSchema), required=True
-    )
+    by_task_type = _breakdown(TaskTypeBreakdownSchema)
+    by_model = _breakdown(ModelBreakdownSchema)
+    usage = fields.Nested(UsageTotalsSchema, required=True)
+    queue_wait = fields.Nested(QueueWaitSchema, required=True)
+    by_prompt_variant = _breakdown(LabelBreakdownSchema)
+    by_skill_version = _breakdown(LabelBreakdownSchema)
+    by_executor = _breakdown(LabelBreakdownSchema)
 
 
 class TimeseriesQuerySchema(MetricsQuerySchema):
     bucket = Name(validate=validate.OneOf(BUCKETS))
 
 
-class TimeseriesPointSchema(Schema):
+class TimeseriesPointSchema(CostAndTokensMixin):
     start = fields.String(required=True, metadata={"format": "date-time"})
     completed = fields.Integer(required=True)
     failed = fields.Integer(required=True)

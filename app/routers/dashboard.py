@@ -38,6 +38,8 @@ def dashboard() -> str:
         execution_time=aggregates["execution_time"],
         by_task_type=aggregates["by_task_type"],
         by_model=aggregates["by_model"],
+        usage=aggregates["usage"],
+        queue_wait=aggregates["queue_wait"],
         finished=charts.finished_chart(series, bucket),
         success=charts.success_chart(series, bucket),
         durations=charts.duration_chart(series, bucket),
@@ -46,6 +48,9 @@ def dashboard() -> str:
         needing=schema(AttentionListSchema).dump(attention(tasks, TASKS_SHOWN)),
         shown=TASKS_SHOWN,
         format_seconds=charts.format_seconds,
+        human_seconds=charts.human_seconds,
+        human_count=charts.human_count,
+        human_dollars=charts.human_dollars,
         format_time=charts.format_time,
         last_line=charts.last_line,
     )

@@ -12,7 +12,8 @@ import numpy as np
 from app.services import ab_statistics as stats
 from app.services.metrics_service import MetricsService
 from app.services.metrics_window import nearest_rank, window_bounds
-from app.storage.metric_records import MICROS, MetricRecord, to_micros
+from app.storage.metric_columns import NANOS, UNKNOWN, RecordColumns
+from app.storage.metric_records import MICROS, to_micros
 
 
 class ArmSample(NamedTuple):
@@ -22,24 +23,32 @@ class ArmSample(NamedTuple):
     """bool: whether each task completed."""
     duration_us: np.ndarray
     """int64: each task's duration in microseconds, as the aggregates keep it."""
-    cost_usd: np.ndarray
-    """float64: each task's cost, NaN when unknown."""
-
-    def known_costs(self) -> np.ndarray:
-        return self.cost_usd[~np.isnan(self.cost_usd)]
+    known_costs: np.ndarray
+    """float64: the costs of the tasks whose cost is known."""
 
 
-def _label(record: MetricRecord, by: str) -> Any:
-    return record.model if by == "model" else record.optional.get(by)
-
-
-def _sample(records: list[MetricRecord]) -> ArmSample:
-    return ArmSample(
-        np.array([record.completed for record in records], dtype=bool),
-        np.array([record.duration_us for record in records], dtype=np.int64),
-        np.array([record.optional.get("cost_usd", np.nan) for record in records],
-                 dtype=np.float64),
-    )
+def _window_arms(
+    columns: RecordColumns, first_us: int, last_us: int, by: str, values: tuple[str, str],
+    task_type: str | None,
+) -> list[ArmSample]:
+    created = columns.column("created_us")
+    rows = slice(int(np.searchsorted(created, first_us, side="left")),
+                 int(np.searchsorted(created, last_us, side="right")))
+    labels = columns.models if by == "model" else columns.labels[by]
+    codes = columns.column("model_code" if by == "model" else by)[rows]
+    wanted: np.ndarray | bool = True
+    if task_type is not None:
+        wanted = columns.column("type_code")[rows] == columns.task_types.code(task_type)
+    arms = []
+    for value in values:
+        picked = rows.start + np.flatnonzero(wanted & (codes == labels.code(value)))
+        nanos = columns.column("cost_nanos")[picked]
+        arms.append(ArmSample(
+            columns.column("completed")[picked].astype(bool),
+            columns.column("duration_us")[picked],
+            nanos[nanos != UNKNOWN] / NANOS,
+        ))
+    return arms
 
 
 def arm_samples(
@@ -47,22 +56,13 @@ def arm_samples(
     task_type: str | None = None,
 ) -> tuple[ArmSample, ArmSample]:
     """The samples of arms ``a`` and ``b``: the records created within the last
-    ``window_days`` days (the aggregates' window), of ``task_type`` if given.
-
-    This reads the records :meth:`MetricsService.stored_records` reads for the export,
-    every one of the store with its optional fields: exact on both backends, but
-    O(records stored) per comparison. A faster path, over the in-memory columns and in
-    SQL, is yet to come.
-    """
+    ``window_days`` days (the aggregates' window), of ``task_type`` if given, read off
+    the in-memory columns."""
     first_us, last_us = window_bounds(to_micros(metrics.clock()), window_days)
-    arms: dict[str, list[MetricRecord]] = {a: [], b: []}
-    for record in metrics.stored_records():
-        if (first_us <= record.created_us <= last_us
-                and (task_type is None or record.task_type == task_type)):
-            arm = arms.get(_label(record, by))
-            if arm is not None:
-                arm.append(record)
-    return _sample(arms[a]), _sample(arms[b])
+    arm_a, arm_b = metrics.read_columns(
+        lambda columns: _window_arms(columns, first_us, last_us, by, (a, b), task_type),
+        since_us=first_us)
+    return arm_a, arm_b
 
 
 def _arm_summary(value: str, sample: ArmSample) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def _arm_summary(value: str, sample: ArmSample) -> dict[str, Any]:
     n = len(sample.completed)
     completed = int(sample.completed.sum())
     durations = np.sort(sample.duration_us)
-    costs = sample.known_costs()
+    costs = sample.known_costs
     return {
         "value": value,
         "n": n,
@@ -110,7 +110,7 @@ def compare(
     both_cost = bool(arm_a["n_with_cost"] and arm_b["n_with_cost"])
     success = stats.fisher_exact_test(sample_a.completed, sample_b.completed)
     duration = stats.mann_whitney_test(sample_a.duration_us, sample_b.duration_us)
-    cost = stats.welch_t_test(sample_a.known_costs(), sample_b.known_costs())
+    cost = stats.welch_t_test(sample_a.known_costs, sample_b.known_costs)
     return {
         "by": by,
         "task_type": task_type,

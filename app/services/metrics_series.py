@@ -12,10 +12,16 @@ from typing import Any
 import numpy as np
 
 from app.clock import isoformat
-from app.storage.metric_columns import RecordColumns
+from app.storage.metric_columns import NANOS, UNKNOWN, RecordColumns
 from app.storage.metric_records import from_micros, to_micros
 from app.services.metrics_service import MetricsService
-from app.services.metrics_window import MICROS, nearest_rank, window_bounds
+from app.services.metrics_window import (
+    BREAKDOWN_SUMS,
+    MICROS,
+    known_sum,
+    nearest_rank,
+    window_bounds,
+)
 
 BUCKET_SECONDS = {"hour": 3600, "day": 86400}
 
@@ -25,10 +31,24 @@ def default_bucket(window_days: int) -> str:
     return "hour" if window_days <= 2 else "day"
 
 
+def _running_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums of the known values and running counts of them, from 0."""
+    known = values != UNKNOWN
+    return (np.concatenate([[0], np.cumsum(np.where(known, values, 0))]),
+            np.concatenate([[0], np.cumsum(known)]))
+
+
+def _bucket_sum(running: tuple[np.ndarray, np.ndarray], low: int, high: int,
+                scale: int = 1) -> float | int | None:
+    sums, counts = running
+    return known_sum(int(sums[high] - sums[low]), int(counts[high] - counts[low]), scale)
+
+
 def timeseries(
     columns: RecordColumns, now: datetime, window_days: int, bucket: str
 ) -> list[dict[str, Any]]:
-    """Finished tasks and p50/p95 per UTC-aligned hour or day over the window.
+    """Finished tasks, p50/p95, cost and tokens per UTC-aligned hour or day over the
+    window.
 
     The window holds the records the rolling aggregates count (created in the last
     ``window_days`` days, up to ``now``), so the buckets add up to the aggregates'
@@ -49,6 +69,7 @@ def timeseries(
     edges = first_start + width * np.arange(count + 1, dtype=np.int64)
     bounds = np.searchsorted(created, edges, side="left")
     completed_before = np.concatenate([[0], np.cumsum(completed)])
+    sums_before = {name: _running_sums(columns.column(name)[rows]) for name in BREAKDOWN_SUMS}
 
     series = []
     for index in range(count):
@@ -61,6 +82,9 @@ def timeseries(
             "failed": high - low - done,
             "p50_seconds": nearest_rank(ordered, 50) / MICROS,
             "p95_seconds": nearest_rank(ordered, 95) / MICROS,
+            "cost_usd": _bucket_sum(sums_before["cost_nanos"], low, high, NANOS),
+            "input_tokens": _bucket_sum(sums_before["input_tokens"], low, high),
+            "output_tokens": _bucket_sum(sums_before["output_tokens"], low, high),
         })
     return series
 

@@ -70,6 +70,13 @@ def counts(tasks: TaskService) -> dict[str, Any]:
     return {"total": sum(by_status.values()), "by_status": by_status}
 
 
+def running_stale_seconds(tasks: TaskService) -> float:
+    """Seconds since the running task updated least recently was last updated (every
+    heartbeat updates it); 0 when no task runs."""
+    oldest, _ = tasks.find(("running",), by="updated_at", newest_first=False, limit=1)
+    return _age_seconds(oldest[0]["updated_at"], tasks.clock()) if oldest else 0.0
+
+
 def attention(tasks: TaskService, limit: int) -> dict[str, Any]:
     """Tasks that need a person, newest (by ``updated_at``) first: those that wait for a
     decision, and those that failed after their last attempt (``failed`` is final)."""

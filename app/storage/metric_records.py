@@ -4,8 +4,8 @@ A valid record has non-empty string ``task_id``, ``task_type`` and ``model``, a
 ``duration_seconds`` from 0 to MAX_DURATION_SECONDS, ``status`` completed or failed,
 and an ISO 8601 ``created_at`` (UTC when it has no offset). Anything else is skipped.
 A record may also hold the fields of ``OPTIONAL_RECORD_FIELDS``; one of the wrong type
-or range is left out of its record, which stays valid. They are decoded only for the
-export (``with_optional``): the aggregates do not look at them.
+or range is left out of its record, which stays valid. A chunk's optional fields are
+decoded field by field, and not at all when no line of the chunk has any.
 Lines are decoded a chunk at a time: the common case (every record valid, timestamps in
 UTC) is checked and converted with list comprehensions and numpy; a chunk with anything
 unusual falls back to checking record by record.
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from datetime import datetime, timedelta, timezone
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeGuard
@@ -32,7 +32,7 @@ from app.models.agent import (
     TOKEN_FIELDS,
     is_record_label,
 )
-from app.models.metrics import FINAL_STATUSES, OPTIONAL_RECORD_FIELDS
+from app.models.metrics import FINAL_STATUSES, OPTIONAL_RECORD_FIELDS, RECORD_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,32 @@ def optional_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def optional_values(values: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """Per optional field, its valid values in a run of records (None where a record
+    lacks it or holds an invalid value; amounts as floats), for the fields that at least
+    one record holds."""
+    checked = {}
+    for name in OPTIONAL_RECORD_FIELDS:
+        if name not in values:
+            continue
+        check = OPTIONAL_CHECKS[name]
+        kept = [None if value is None or not check(value) else value
+                for value in values[name]]
+        if name in AMOUNTS:
+            kept = [None if value is None else float(value) for value in kept]
+        if kept.count(None) < len(kept):
+            checked[name] = kept
+    return checked
+
+
+def _lines_optional_values(raws: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """:func:`optional_values` of stored lines; quick when no line has an optional field."""
+    if not raws or max(map(len, raws)) <= len(RECORD_FIELDS):
+        return {}
+    return optional_values({name: [raw.get(name) for raw in raws]
+                            for name in OPTIONAL_RECORD_FIELDS})
+
+
 @dataclass
 class RecordBatch:
     """Valid records as parallel columns; times and durations in whole microseconds."""
@@ -112,17 +138,25 @@ class RecordBatch:
     completed: np.ndarray
     duration_us: np.ndarray
     created_us: np.ndarray
-    optional: list[dict[str, Any]] | None = None
-    """Each record's optional fields, when they were decoded (see ``with_optional``)."""
+    optional: dict[str, list[Any]] = field(default_factory=dict)
+    """What :func:`optional_values` gives for the records: a field no record holds is
+    left out."""
 
     def __len__(self) -> int:
         return len(self.task_ids)
 
+    def optional_rows(self) -> Iterator[Mapping[str, Any]]:
+        """Each record's optional fields, in the order of ``OPTIONAL_RECORD_FIELDS``."""
+        if not self.optional:
+            return repeat(NO_OPTIONAL_FIELDS, len(self))
+        names = list(self.optional)
+        return ({name: value for name, value in zip(names, values) if value is not None}
+                for values in zip(*self.optional.values()))
+
     def rows(self) -> Iterator[MetricRecord]:
         return map(MetricRecord._make, zip(
             self.task_ids, self.task_types, self.models, self.completed.tolist(),
-            self.duration_us.tolist(), self.created_us.tolist(),
-            repeat(NO_OPTIONAL_FIELDS) if self.optional is None else self.optional,
+            self.duration_us.tolist(), self.created_us.tolist(), self.optional_rows(),
         ))
 
     def select(self, keep: np.ndarray) -> RecordBatch:
@@ -135,7 +169,7 @@ class RecordBatch:
             self.completed[keep],
             self.duration_us[keep],
             self.created_us[keep],
-            None if self.optional is None else [self.optional[i] for i in chosen],
+            {name: [values[i] for i in chosen] for name, values in self.optional.items()},
         )
 
 
@@ -149,7 +183,7 @@ class MetricRecord(NamedTuple):
     duration_us: int
     created_us: int
     optional: Mapping[str, Any] = NO_OPTIONAL_FIELDS
-    """Its valid optional fields, when they were decoded."""
+    """Its valid optional fields."""
 
 
 def stored_record(
@@ -184,8 +218,7 @@ def as_stored(record: MetricRecord) -> dict[str, Any]:
 
 
 def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
-    """The record a stored line holds (without its optional fields), or None if it is
-    not a valid record."""
+    """The record a stored line holds, or None if it is not a valid record."""
     task_id, task_type, model = raw.get("task_id"), raw.get("task_type"), raw.get("model")
     duration, status = raw.get("duration_seconds"), raw.get("status")
     created = raw.get("created_at")
@@ -199,9 +232,8 @@ def decode_record(raw: dict[str, Any]) -> MetricRecord | None:
         return None
     if not EARLIEST_US <= created_us <= LATEST_US:
         return None
-    return MetricRecord(
-        task_id, task_type, model, status == "completed", round(duration * 1e6), created_us
-    )
+    return MetricRecord(task_id, task_type, model, status == "completed",
+                        round(duration * 1e6), created_us, optional_fields(raw))
 
 
 def _utc_micros(stamps: tuple[Any, ...]) -> np.ndarray | None:
@@ -253,15 +285,13 @@ def _decode_common(offsets: np.ndarray, raws: list[dict[str, Any]]) -> RecordBat
     )
 
 
-def decode_batch(offsets: np.ndarray, raws: list[dict[str, Any]], *,
-                 with_optional: bool = False) -> RecordBatch:
-    """The valid records among ``raws`` (lines at ``offsets``), as columns, with their
-    optional fields if ``with_optional``; invalid ones are logged."""
+def decode_batch(offsets: np.ndarray, raws: list[dict[str, Any]]) -> RecordBatch:
+    """The valid records among ``raws`` (lines at ``offsets``), as columns with their
+    optional fields; invalid ones are logged."""
     batch = _decode_common(offsets, raws) if raws else None
     if batch is None:
         batch, raws = _decode_each(offsets, raws)
-    if with_optional:
-        batch.optional = list(map(optional_fields, raws))
+    batch.optional = _lines_optional_values(raws)
     return batch
 
 

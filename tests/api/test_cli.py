@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.seed import spread_records
 from tests.support import ROOT
+from tests.support.reported import finish, finish_reported_examples, with_usage
 from tests.support.stores import seed_metrics
 
 
@@ -73,3 +74,85 @@ def test_the_installed_command(logs_dir) -> None:
         capture_output=True, text=True, timeout=120, check=True,
     )
     assert json.loads(result.stdout)["success_rate"]["total"] == 200
+
+
+# The human output's queue wait, tokens and cost (see also tests/system/test_dashboard.py).
+
+def usage_lines(output: str) -> list[str]:
+    """The lines after the execution time, up to the first table."""
+    return output.split("\n\n")[0].splitlines()[2:]
+
+
+def usage_table(output: str, label: str) -> dict[str, list[str]]:
+    """The rows of the cost-and-tokens table whose first column is ``label``."""
+    block = next(block for block in output.split("\n\n")
+                 if block.startswith(f"{label} ") and " cost " in block.splitlines()[0])
+    return {line.split()[0]: line.split()[1:] for line in block.splitlines()[2:]
+            if not line.startswith("(")}
+
+
+def test_usage_of_reported_tasks(runner, client, clock) -> None:
+    """Tasks run through the API with usage reports: the sums in human units, and
+    "unknown" or "-" for what no record carries, never 0."""
+    finish_reported_examples(client, clock)
+    result = runner.invoke(args=["metrics", "show"])
+    assert result.exit_code == 0, result.output
+    assert usage_lines(result.output) == [
+        "Queue wait: p50 30 s, p95 10 min (creation to first claim, over 4 tasks)",
+        "Tokens: input 1.4M, output 37k, cache read 250k, cache written unknown "
+        "(3 tasks reported tokens or a cost)",
+        "Cost: $5.50, $1.83 per completed task",
+    ]
+    assert usage_table(result.output, "task type") == {
+        "heal": ["-", "-", "-"], "impl": ["$5.50", "1.4M", "35k"], "review": ["-", "40k", "2k"]}
+    assert usage_table(result.output, "model") == {
+        "claude-3-5-haiku-20241022": ["-", "-", "-"],
+        "ollama/glm-4.7-flash:latest": ["$5.50", "1.4M", "37k"]}
+    assert "(-: no record of this task type in the window carries it)" in result.output
+    assert "(-: no record of this model in the window carries it)" in result.output
+    blocks = result.output.rstrip("\n").split("\n\n")
+    assert blocks[-2].startswith("task type  count  completed  failed  success rate")
+    assert blocks[-1].startswith("model  ") and "avg duration (s)" in blocks[-1]
+
+
+def test_cost_without_a_completed_task(runner, client, clock) -> None:
+
+    finish(client, clock, "impl", waited=1, status="failed", usage={"cost_usd": 0.004})
+    result = runner.invoke(args=["metrics", "show"])
+    assert usage_lines(result.output) == [
+        "Queue wait: p50 1 s, p95 1 s (creation to first claim, over 1 task)",
+        "Tokens: input unknown, output unknown, cache read unknown, cache written unknown "
+        "(1 task reported tokens or a cost)",
+        "Cost: $0.004, per completed task unknown (no task completed)",
+    ]
+
+
+def test_without_usage_nothing_is_shown_as_zero(runner, seeded) -> None:
+    result = runner.invoke(args=["metrics", "show", "--window-days", "30"])
+    assert result.exit_code == 0, result.output
+    assert usage_lines(result.output) == [
+        "Queue wait: unknown (no record in the window carries it)",
+        "Usage: unknown (no record in the window carries tokens or a cost)",
+    ]
+    assert "$" not in result.output and " cost " not in result.output
+
+
+def test_usage_agrees_with_the_api(runner, client, logs_dir, clock) -> None:
+    from app.charts import human_count, human_dollars
+
+    seed_metrics(logs_dir, with_usage(spread_records(clock(), 200, days=40)))
+    result = runner.invoke(args=["metrics", "show", "--window-days", "30"])
+    api = client.get("/api/agent/metrics?window_days=30").json
+
+    def cells(row: dict) -> list[str]:
+        return ["-" if row[key] is None else human(row[key]) for key, human in (
+            ("cost_usd", human_dollars), ("input_tokens", human_count),
+            ("output_tokens", human_count))]
+
+    for label, key in (("task type", "by_task_type"), ("model", "by_model")):
+        assert usage_table(result.output, label) == {
+            name: cells(row) for name, row in api[key].items()}
+    usage = api["usage"]
+    assert usage_lines(result.output)[2] == (
+        f"Cost: {human_dollars(usage['cost_usd'])}, "
+        f"{human_dollars(usage['cost_per_completed_task'])} per completed task")

@@ -125,7 +125,13 @@ def test_hand_written_and_corrupt_lines(client, logs_dir, clock) -> None:
         '{"task_id": "torn", "task_type": "te'
     )
     body = client.get("/api/agent/metrics").json
-    assert body["by_model"] == {"hand/made": {"count": 2, "avg_duration": 5.0}}
+    assert {model: {key: entry[key] for key in ("count", "avg_duration")}
+            for model, entry in body["by_model"].items()} == {
+        "hand/made": {"count": 2, "avg_duration": 5.0}}
+    # Hand-written lines without usage: their sums are unknown, not 0.
+    assert body["by_model"]["hand/made"] == {
+        "count": 2, "avg_duration": 5.0, "cost_usd": None, "input_tokens": None,
+        "output_tokens": None}
     finish(client, "completed", duration_seconds=1)
     body = client.get("/api/agent/metrics").json
     assert body["success_rate"]["total"] == 3

@@ -1,20 +1,25 @@
 """GET /metrics: Prometheus text format, read back with prometheus_client's own parser."""
 from __future__ import annotations
 
+import json
+import random
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg.types.json import Json
 
-from app.storage.metric_totals import DURATION_BOUNDS_SECONDS
+from app.storage.jsonl.log_reader import file_identity
+from app.storage.metric_totals import DURATION_BOUNDS_SECONDS, SLOTS, WAIT_BOUNDS_SECONDS
 from tests.support import reference
 from tests.support.seed import spread_records, write_store
 from tests.support import GunicornServer, open_app
-from tests.support.stores import seed_metrics, stored_records
+from tests.support.stores import database_url, seed_metrics, stored_records
 
 
 def families(text: str) -> dict:
@@ -86,9 +91,14 @@ def test_queue_gauges_follow_the_task_store(client) -> None:
 
 def test_an_empty_store_still_describes_every_metric(client) -> None:
     parsed = families(client.get("/metrics").data.decode())
-    assert {"agent_tasks_finished", "agent_task_duration_seconds",
-            "agent_tasks_current"} <= set(parsed)
-    assert parsed["agent_tasks_finished"].samples == []
+    assert {"agent_tasks_finished", "agent_task_duration_seconds", "agent_tasks_current",
+            "agent_task_tokens", "agent_task_cost_usd",
+            "agent_task_queue_wait_seconds"} <= set(parsed)
+    for name in ("agent_tasks_finished", "agent_task_tokens", "agent_task_cost_usd",
+                 "agent_task_queue_wait_seconds"):
+        assert parsed[name].samples == []
+    assert parsed["agent_task_tokens"].type == parsed["agent_task_cost_usd"].type == "counter"
+    assert parsed["agent_task_queue_wait_seconds"].type == "histogram"
 
 
 @pytest.mark.backend("jsonl")
@@ -168,3 +178,161 @@ def test_few_models_keep_their_labels(client, seeded) -> None:
     counted = samples(families(client.get("/metrics").text)["agent_tasks_finished"],
                       "agent_tasks_finished_total")
     assert "other" not in {dict(labels)["model"] for labels in counted}
+
+
+TOKEN_KINDS = {"input_tokens": "input", "output_tokens": "output",
+               "cache_read_input_tokens": "cache_read",
+               "cache_creation_input_tokens": "cache_creation"}
+
+
+def usage_records(now, count: int = 300) -> list[dict]:
+    """Records of which about two thirds carry usage (tokens, mostly a cost, a queue
+    wait), plus some of a model that never reports any."""
+    records = spread_records(now, count, days=400, usage_share=0.65, seed=11)
+    bare = spread_records(now, 20, days=400, seed=12)
+    return records + [{**r, "task_id": f"bare-{n}", "model": "bare-model"}
+                      for n, r in enumerate(bare)]
+
+
+@pytest.fixture
+def usage_seeded(logs_dir: Path, clock) -> list[dict]:
+    records = usage_records(clock())
+    seed_metrics(logs_dir, records)
+    return records
+
+
+def expected_tokens(records: list[dict]) -> dict[tuple, float]:
+    sums: dict[tuple, int] = {}
+    for r in records:
+        for name, kind in TOKEN_KINDS.items():
+            if name in r:
+                key = (("kind", kind), ("model", r["model"]), ("task_type", r["task_type"]))
+                sums[key] = sums.get(key, 0) + r[name]
+    return {key: float(total) for key, total in sums.items()}
+
+
+def expected_costs(records: list[dict]) -> dict[tuple, float]:
+    nanos: dict[tuple, int] = {}
+    for r in records:
+        if "cost_usd" in r:
+            key = (("model", r["model"]), ("task_type", r["task_type"]))
+            nanos[key] = nanos.get(key, 0) + round(r["cost_usd"] * 1e9)
+    return {key: total / 1e9 for key, total in nanos.items()}
+
+
+def test_token_and_cost_counters_equal_the_stores_sums(client, usage_seeded) -> None:
+    parsed = families(client.get("/metrics").text)
+    tokens = samples(parsed["agent_task_tokens"], "agent_task_tokens_total")
+    assert tokens == expected_tokens(usage_seeded)
+    assert {dict(labels)["kind"] for labels in tokens} == {"input", "output", "cache_read"}
+    costs = samples(parsed["agent_task_cost_usd"], "agent_task_cost_usd_total")
+    assert costs == expected_costs(usage_seeded)
+    with_usage = {dict(labels)["model"] for labels in tokens}
+    assert "bare-model" not in with_usage and "bare-model" not in {
+        dict(labels)["model"] for labels in costs}
+    finished = samples(parsed["agent_tasks_finished"], "agent_tasks_finished_total")
+    assert "bare-model" in {dict(labels)["model"] for labels in finished}
+
+
+def test_queue_wait_histogram_per_task_type(client, usage_seeded) -> None:
+    waits = families(client.get("/metrics").text)["agent_task_queue_wait_seconds"]
+    buckets = samples(waits, "agent_task_queue_wait_seconds_bucket")
+    sums = samples(waits, "agent_task_queue_wait_seconds_sum")
+    counts = samples(waits, "agent_task_queue_wait_seconds_count")
+    known = [r for r in usage_seeded if "wait_seconds" in r]
+    task_types = {r["task_type"] for r in known}
+    assert {dict(labels)["task_type"] for labels in counts} == task_types
+    for task_type in task_types:
+        mine = [r["wait_seconds"] for r in known if r["task_type"] == task_type]
+        labels = (("task_type", task_type),)
+        expected = {str(float(b)): sum(w <= b for w in mine) for b in WAIT_BOUNDS_SECONDS}
+        expected["+Inf"] = len(mine)
+        got = {le: buckets[(("le", le), *labels)] for le in expected}
+        assert got == {le: float(n) for le, n in expected.items()}
+        assert counts[labels] == len(mine)
+        assert sums[labels] == pytest.approx(sum(mine), abs=1e-6)
+
+
+@pytest.mark.backend("jsonl")
+def test_equal_stores_give_byte_identical_scrapes(tmp_path, clock) -> None:
+    """The same records in another order (and file) give the same bytes."""
+    records = usage_records(clock(), 200)
+    shuffled = list(records)
+    random.Random(3).shuffle(shuffled)
+    texts = []
+    for name, store in (("one", records), ("two", shuffled)):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_store(folder / "metrics.jsonl", store, noise=False)
+        app = open_app({"AGENT_LOGS_DIR": str(folder), "AGENT_FSYNC": False})
+        texts.append(app.test_client().get("/metrics").text)
+    assert texts[0] == texts[1]
+    assert "agent_task_tokens_total{" in texts[0]
+    assert "agent_task_queue_wait_seconds_bucket{" in texts[0]
+
+
+def counters(client) -> dict[tuple, float]:
+    """Every sample of the metrics that may never go down (all but the gauges)."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            if family.type in ("counter", "histogram") for sample in family.samples}
+
+
+def compact(runner, keep_days: int) -> None:
+    result = runner.invoke(args=["metrics", "compact", "--keep-days", str(keep_days)])
+    assert result.exit_code == 0, result.output
+
+
+def test_usage_series_do_not_drop_when_metrics_compact_runs(
+        app, client, runner, clock, logs_dir, usage_seeded) -> None:
+    before = counters(client)
+    assert any(name == "agent_task_cost_usd_total" for name, _ in before)
+    compact(runner, 30)
+    kept = len(stored_records(logs_dir))
+    assert 0 < kept < len(usage_seeded)
+    assert counters(client) == before
+    clock.advance(days=500)
+    compact(runner, 30)  # everything now comes from the carried totals
+    assert stored_records(logs_dir) == []
+    assert counters(client) == before
+    parsed = families(client.get("/metrics").text)
+    assert samples(parsed["agent_task_tokens"], "agent_task_tokens_total") == expected_tokens(
+        usage_seeded)
+
+
+OLD_CARRIED = [
+    {"task_type": "impl", "model": "cursor/auto", "status": "completed", "count": 4,
+     "duration_us": 9_000_000, "slots": [1, 3] + [0] * (SLOTS - 2)},
+]
+"""Totals a compaction by the previous version carried over: no tokens, costs or waits."""
+
+
+def put_carried(logs_dir: Path, carried: list[dict]) -> None:
+    """Make ``carried`` what the store's compactions carried over, as a compaction by the
+    previous version left it."""
+    url = database_url()
+    if url is None:
+        path = logs_dir / "metrics.jsonl"
+        companion = {"store": file_identity(path), "value": carried, "previous": None}
+        (logs_dir / "metrics.jsonl.carried.json").write_text(json.dumps(companion))
+        return
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE metric_compactions SET carried = %s, "
+                     "generation = generation + 1", (Json(carried),))
+
+
+def test_totals_carried_by_the_previous_version_still_count(
+        app, client, runner, clock, logs_dir, usage_seeded) -> None:
+    put_carried(logs_dir, OLD_CARRIED)
+    parsed = families(client.get("/metrics").text)
+    finished = samples(parsed["agent_tasks_finished"], "agent_tasks_finished_total")
+    expected = reference.finished_counts(usage_seeded)
+    key = ("impl", "cursor/auto", "completed")
+    expected[key] = expected.get(key, 0) + 4
+    assert finished == {(("model", m), ("status", s), ("task_type", t)): float(n)
+                        for (t, m, s), n in expected.items()}
+    assert samples(parsed["agent_task_tokens"], "agent_task_tokens_total") == expected_tokens(
+        usage_seeded)
+    before = counters(client)
+    compact(runner, 30)
+    assert counters(client) == before

@@ -28,13 +28,34 @@ DURATIONS = st.one_of(
     st.integers(0, 7200),
     st.floats(0, 7200, allow_nan=False).map(lambda x: round(x, 3)),
 )
+INVALID = st.sampled_from([-1, -0.5, True, False, "5", [1], {}])
+"""Values of the wrong type or range: a record holding one is as if it lacked the field."""
+TOKEN_COUNTS = st.one_of(st.sampled_from([0, 1, 2 ** 53]), st.integers(0, 10 ** 7), INVALID,
+                         st.sampled_from([1.0, 2 ** 53 + 1]))
+COSTS = st.one_of(
+    st.sampled_from([0, 0.0, 1, 0.1, 0.0123, 1e9]),
+    st.floats(0, 5, allow_nan=False).map(lambda x: round(x, 6)),
+    st.floats(0, 1e-6, allow_nan=False), INVALID, st.just(1e9 + 1))
+WAITS = st.one_of(st.sampled_from([0, 1, 2.5]), st.floats(0, 7200, allow_nan=False).map(
+    lambda x: round(x, 6)), INVALID, st.just(1e8 + 1))
+LABELS = st.one_of(st.sampled_from(["v1", "v2", "terse", "x" * 200]), st.sampled_from(
+    ["", "x" * 201, 7, None, True]))
 RECORD = st.fixed_dictionaries({
     "task_id": TASK_IDS,
     "task_type": st.sampled_from(["spec", "test", "impl", "review", "heal"]),
     "model": st.sampled_from(["a/1", "b/2", "c/3"]),
     "duration_seconds": DURATIONS,
     "status": st.sampled_from(["completed", "failed"]),
+}, optional={
+    "attempts": st.one_of(st.integers(1, 5), INVALID, st.just(0)),
+    "wait_seconds": WAITS,
+    **{name: TOKEN_COUNTS for name in reference.TOKENS},
+    "cost_usd": COSTS,
+    **{name: LABELS for name in reference.LABELS},
 })
+"""A record, sometimes with optional fields, some of them invalid (a few made invalid
+only by their range: one past the largest tokens, cost and wait a record may hold)."""
+SEED_FIELDS = ("task_id", "task_type", "model", "duration_seconds", "status")
 AGE = st.one_of(  # seconds before the clock; negative: in the future
     st.integers(-2 * 86400, 40 * 86400), st.sampled_from([0, 3600, 7 * 86400]))
 STAMP_FORMS = st.sampled_from(["canonical", "z", "naive", "seconds"])
@@ -70,6 +91,13 @@ def hand_line(record: dict, created_at: str, spaced: bool) -> bytes:
     return (json.dumps(line) if spaced else json.dumps(line, separators=(",", ":"))).encode()
 
 
+def store_record(service: MetricsService, record: dict) -> bool:
+    """Record as the service records a finished task: with its valid optional fields."""
+    seed = {name: record[name] for name in SEED_FIELDS}
+    return service.store.record(service.checked_record(
+        **seed, optional=reference.valid_optional(record)))
+
+
 def small_chunks():
     return mock.patch("app.storage.jsonl.log_reader.READ_CHUNK_BYTES", 300)
 
@@ -89,7 +117,7 @@ def test_incremental_equals_from_scratch(operations) -> None:
         for operation in operations:
             kind, *args = operation
             if kind == "record":
-                service.record_task(**args[0])
+                store_record(service, args[0])
             elif kind == "hand":
                 record, age, form, spaced = args
                 with open(path, "ab") as out:
@@ -137,6 +165,6 @@ def test_cold_start_skims_old_chunks_and_stays_exact(records, shuffle_at, window
         check(service, path, clock, window_days)
         check(service, path, clock, 30)
         check(service, path, clock, window_days)
-        assert not service.record_task(**ordered[0][0])
-        assert service.record_task(**dict(ordered[0][0], task_id="new"))
+        assert not store_record(service, ordered[0][0])
+        assert store_record(service, dict(ordered[0][0], task_id="new"))
         check(service, path, clock, window_days)

@@ -80,12 +80,21 @@ def test_aggregates_on_known_data(service: MetricsService) -> None:
     assert answer["execution_time"]["p50_seconds"] == 50
     assert answer["execution_time"]["p95_seconds"] == 100
     assert answer["execution_time"]["max_seconds"] == 100
+    unknown = {"cost_usd": None, "input_tokens": None, "output_tokens": None}
     assert answer["by_task_type"] == {
-        "impl": {"count": 8, "completed": 7, "failed": 1, "success_rate": 0.88},
-        "spec": {"count": 2, "completed": 2, "failed": 0, "success_rate": 1.0},
+        "impl": {"count": 8, "completed": 7, "failed": 1, "success_rate": 0.88, **unknown},
+        "spec": {"count": 2, "completed": 2, "failed": 0, "success_rate": 1.0, **unknown},
     }
-    assert answer["by_model"] == {"b": {"count": 5, "avg_duration": 50.0},
-                                  "a": {"count": 5, "avg_duration": 60.0}}
+    assert answer["by_model"] == {"b": {"count": 5, "avg_duration": 50.0, **unknown},
+                                  "a": {"count": 5, "avg_duration": 60.0, **unknown}}
+    # Records without usage, waits or labels: sums null, nothing to break down.
+    assert answer["usage"] == {
+        "tasks_with_usage": 0, "input_tokens": None, "output_tokens": None,
+        "cache_read_input_tokens": None, "cache_creation_input_tokens": None,
+        "cost_usd": None, "cost_per_completed_task": None}
+    assert answer["queue_wait"] == {"p50_seconds": None, "p95_seconds": None, "count": 0}
+    assert all(answer[f"by_{name}"] == {}
+               for name in ("prompt_variant", "skill_version", "executor"))
 
 
 def test_empty_store_gives_the_zeroed_shape(service: MetricsService) -> None:
@@ -94,6 +103,9 @@ def test_empty_store_gives_the_zeroed_shape(service: MetricsService) -> None:
     assert answer["execution_time"]["p50_seconds"] == 0
     assert answer["execution_time"]["p95_seconds"] == 0
     assert answer["by_task_type"] == {} and answer["by_model"] == {}
+    assert answer["usage"]["tasks_with_usage"] == 0 and answer["usage"]["cost_usd"] is None
+    assert answer["queue_wait"] == {"p50_seconds": None, "p95_seconds": None, "count": 0}
+    assert answer["by_prompt_variant"] == answer["by_executor"] == {}
 
 
 def test_window_moves_with_the_clock(service: MetricsService, clock: FakeClock) -> None:

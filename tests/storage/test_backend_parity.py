@@ -1,6 +1,6 @@
-"""The same records give the same answers on both backends: identical records are
-loaded into a JSONL store and (with ``store copy``) into PostgreSQL, and every endpoint
-that reads them is asked the same questions of both."""
+"""The same records give the same answers on both backends: identical records, half of
+them with usage, are loaded into a JSONL store and (with ``store copy``) into
+PostgreSQL, and every endpoint that reads them is asked the same questions of both."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +24,11 @@ QUESTIONS = [
     "/api/agent/metrics/records?status=failed&task_type=impl",
     "/api/agent/metrics/records?format=csv&model=anthropic/claude-sonnet-4-5",
     "/api/agent/metrics/records?since=2026-01-01T00:00:00Z",
+    "/api/agent/metrics/compare?by=prompt_variant&a=terse-v1&b=terse-v2",
+    "/api/agent/metrics/compare?by=model&a=cursor/auto&b=claude-3-5-haiku-20241022"
+    "&window_days=365&task_type=impl",
+    "/api/agent/metrics/compare?by=executor&a=runner-a&b=runner-b&window_days=30",
+    "/api/agent/metrics/compare?by=skill_version&a=1.0&b=none&window_days=30",
     "/dashboard",
     "/api/agent/pipeline-status",
     "/metrics",
@@ -35,7 +40,8 @@ def both(tmp_path: Path, database_url: str, clock: FakeClock) -> tuple[FlaskClie
     """A JSONL app and a PostgreSQL app holding the same records."""
     jsonl_dir = tmp_path / "jsonl"
     jsonl_dir.mkdir()
-    write_store(jsonl_dir / "metrics.jsonl", spread_records(clock(), 3000, days=400))
+    write_store(jsonl_dir / "metrics.jsonl",
+                spread_records(clock(), 3000, days=400, usage_share=0.5))
     database = PostgresDatabase(database_url)
     try:
         copy_stores(jsonl_dir, database)
@@ -61,6 +67,13 @@ def answers(client: FlaskClient) -> dict[str, bytes]:
 def test_every_endpoint_answers_the_same(both, clock: FakeClock) -> None:
     jsonl, postgres = both
     assert answers(postgres) == answers(jsonl)
+    # The questions reach the optional fields: sums and both arms are not empty.
+    year = jsonl.get("/api/agent/metrics?window_days=365").json
+    assert year["usage"]["tasks_with_usage"] > 0 and year["usage"]["cost_usd"] > 0
+    assert len(year["by_prompt_variant"]) == 3 and year["queue_wait"]["count"] > 0
+    compared = jsonl.get("/api/agent/metrics/compare?by=prompt_variant&a=terse-v1"
+                         "&b=terse-v2").json
+    assert compared["a"]["n_with_cost"] > 0 and compared["b"]["n"] > 0
     for client in both:
         client.post("/api/agent/tasks", json={"direction": "d", "task_type": "impl"})
         claimed = client.post("/api/agent/tasks/claim", json={"runner_id": "r"}).json

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from flask import Flask
 
+from app.storage.postgres import metrics as pg_metrics
 from app.storage.postgres import schema
 from bench.postgres_server import PostgresServer
 from tests.support.seed import spread_records, write_store
@@ -83,6 +84,11 @@ def test_store_copy_is_idempotent_and_resumable(backend, database_url, logs_dir,
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM metric_records").fetchone() == (
             500 + fixture_records,)
+        # Analysed by the copy itself (autovacuum would set last_autoanalyze instead).
+        analysed = dict(conn.execute(
+            "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
+            "WHERE relname IN ('metric_records', 'tasks', 'task_logs')"))
+        assert analysed == {"metric_records": True, "tasks": True, "task_logs": True}
     jsonl = open_app({"AGENT_LOGS_DIR": str(source), "AGENT_DATABASE_URL": None,
                       "CLOCK": clock}).test_client()
     postgres = make_app(logs_dir, clock).test_client()
@@ -220,3 +226,34 @@ def test_the_password_never_shows(backend, database_url, postgres_server: Postgr
     assert "agent_user@127.0.0.1" in shown
     assert password not in shown
     assert json.loads(seen[0])["stores"]["tasks"]["path"].startswith("postgresql://agent_user@")
+
+
+def _plan(conn: psycopg.Connection, horizon: int) -> str:
+    """The scans of the tail query's plan, as the connection's settings make it now."""
+    explained = conn.execute(f"EXPLAIN (FORMAT JSON) {pg_metrics.TAIL_QUERY}",
+                             (str(horizon),)).fetchone()[0]
+    return json.dumps(explained)
+
+
+def test_the_tail_query_reads_the_index_on_a_table_never_analysed(
+    backend, database_url, logs_dir, clock
+) -> None:
+    assert make_app(logs_dir, clock).test_client().get("/api/agent/metrics").status_code == 200
+    with psycopg.connect(database_url) as conn:
+        conn.execute("ALTER TABLE metric_records SET (autovacuum_enabled = false)")
+        conn.execute(
+            "INSERT INTO metric_records (task_id, task_type, model, duration_seconds, status, "
+            "created_at) SELECT 't' || n, 'impl', 'm', 1, 'completed', now() "
+            "FROM generate_series(1, 200000) n")
+        conn.commit()
+        assert conn.execute("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+                            "WHERE relname = 'metric_records'").fetchone() == (None, None)
+        horizon, = conn.execute(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()
+        # Left to itself, the planner reads the whole table for a handful of rows ...
+        assert '"Seq Scan"' in _plan(conn, horizon)
+        conn.rollback()
+        # ... while read_tail reads them through the xid index.
+        assert pg_metrics.read_tail(conn, horizon) == []
+        plan = _plan(conn, horizon)
+        assert "metric_records_xid" in plan and '"Seq Scan"' not in plan, plan

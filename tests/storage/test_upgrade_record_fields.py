@@ -35,21 +35,73 @@ def fixture_lines(name: str) -> list[dict]:
     return [json.loads(line) for line in (FIXTURES / name).read_text().splitlines()]
 
 
-def put_fixture_in_place(logs_dir: Path) -> None:
+def put_fixture_in_place(logs_dir: Path, fixtures: Path = FIXTURES) -> None:
     """The fixture's stores in ``logs_dir``, or copied into the test's database."""
     url = database_url()
     if url is None:
         for name in ("tasks.jsonl", "metrics.jsonl"):
-            shutil.copy(FIXTURES / name, logs_dir / name)
+            shutil.copy(fixtures / name, logs_dir / name)
         return
     with tempfile.TemporaryDirectory() as staging:
         for name in ("tasks.jsonl", "metrics.jsonl"):
-            shutil.copy(FIXTURES / name, Path(staging) / name)
+            shutil.copy(fixtures / name, Path(staging) / name)
         database = PostgresDatabase(url)
         try:
             copy_stores(Path(staging), database)
         finally:
             database.close()
+
+
+NEW_TOP_KEYS = ("usage", "queue_wait", "by_prompt_variant", "by_skill_version", "by_executor")
+"""What the aggregates answer that the previous versions did not."""
+BUCKET_SUMS = ("cost_usd", "input_tokens", "output_tokens")
+"""What each breakdown entry and each timeseries bucket gained."""
+
+
+def seed_keys(answer: dict) -> dict:
+    """An aggregates answer as the previous versions gave it: without the new keys."""
+    old = {name: value for name, value in answer.items() if name not in NEW_TOP_KEYS}
+    for part in ("by_task_type", "by_model"):
+        old[part] = {label: {key: value for key, value in entry.items()
+                             if key not in BUCKET_SUMS}
+                     for label, entry in answer[part].items()}
+    return old
+
+
+def assert_nothing_known(answer: dict) -> None:
+    """The new keys of an answer over records that know no usage, wait or label."""
+    assert answer["usage"] == {
+        "tasks_with_usage": 0, "input_tokens": None, "output_tokens": None,
+        "cache_read_input_tokens": None, "cache_creation_input_tokens": None,
+        "cost_usd": None, "cost_per_completed_task": None}
+    assert answer["queue_wait"] == {"p50_seconds": None, "p95_seconds": None, "count": 0}
+    assert (answer["by_prompt_variant"], answer["by_skill_version"],
+            answer["by_executor"]) == ({}, {}, {})
+    for part in ("by_task_type", "by_model"):
+        assert all(entry[name] is None for entry in answer[part].values()
+                   for name in BUCKET_SUMS)
+
+
+@pytest.mark.parametrize("version", ["v0.1", "v0.2"])
+def test_the_older_stores_know_no_usage(logs_dir: Path, version: str) -> None:
+    """The stores of the versions before (tests/fixtures/v0.1, v0.2): every record counts,
+    and every new key shows null or empty."""
+    fixtures = FIXTURES.parent / version
+    put_fixture_in_place(logs_dir, fixtures)
+    client = open_app({"AGENT_LOGS_DIR": str(logs_dir), "AGENT_FSYNC": False,
+                       "CLOCK": FakeClock(WRITTEN_AT)}).test_client()
+    records = [json.loads(line) for line in (fixtures / "metrics.jsonl").read_text().splitlines()]
+    answer = client.get("/api/agent/metrics?window_days=365").json
+    assert answer["success_rate"]["total"] == len(records) > 0
+    assert answer["success_rate"]["completed"] == sum(
+        record["status"] == "completed" for record in records)
+    assert {name: entry["count"] for name, entry in answer["by_model"].items()} == {
+        model: sum(record["model"] == model for record in records)
+        for model in {record["model"] for record in records}}
+    assert_nothing_known(answer)
+    series = client.get("/api/agent/metrics/timeseries?window_days=365").json["series"]
+    assert sum(point["completed"] + point["failed"] for point in series) == len(records)
+    assert all(point[name] is None for point in series for name in BUCKET_SUMS)
 
 
 def task_by_direction(client: FlaskClient, direction: str) -> dict:
@@ -66,8 +118,14 @@ def test_the_previous_stores_answer_as_before(logs_dir: Path) -> None:
     for task_id, answer in expected_tasks.items():
         assert client.get(f"/api/agent/tasks/{task_id}").json == {
             **answer, "usage": None, "executor": None}
-    assert client.get("/api/agent/metrics?window_days=30").json == json.loads(
-        (FIXTURES / "expected-metrics.json").read_text())
+    answer = client.get("/api/agent/metrics?window_days=30").json
+    expected_metrics = json.loads((FIXTURES / "expected-metrics.json").read_text())
+    assert seed_keys(answer) == seed_keys(expected_metrics)
+    assert answer == expected_metrics
+    assert_nothing_known(answer)
+    series = client.get("/api/agent/metrics/timeseries?window_days=30").json["series"]
+    assert sum(point["completed"] + point["failed"] for point in series) == 5
+    assert all(point[name] is None for point in series for name in BUCKET_SUMS)
     assert client.get("/api/agent/metrics/records?format=jsonl").data == (
         FIXTURES / "expected-records.jsonl").read_bytes()
     rows = list(csv.DictReader(io.StringIO(
@@ -104,8 +162,17 @@ def test_tasks_of_the_previous_version_end_with_what_is_known(logs_dir: Path) ->
     waited = (WRITTEN_AT - datetime.fromisoformat(busy["created_at"])).total_seconds() + 2
     assert {name: busy_record[name] for name in busy_record if name not in RECORD_FIELDS} == {
         "attempts": 1, "wait_seconds": waited, "prompt_variant": "long"}
-    assert client.get("/api/agent/metrics?window_days=30").json["success_rate"] == {
-        "completed": 4, "failed": 3, "total": 7, "rate": 0.57}
+    answer = client.get("/api/agent/metrics?window_days=30").json
+    assert answer["success_rate"] == {"completed": 4, "failed": 3, "total": 7, "rate": 0.57}
+    # The two new records alone know anything: their tokens, wait and prompt_variant.
+    assert answer["usage"]["tasks_with_usage"] == 1
+    assert (answer["usage"]["output_tokens"], answer["usage"]["input_tokens"],
+            answer["usage"]["cost_usd"]) == (3, None, None)
+    assert answer["queue_wait"] == {"p50_seconds": waited, "p95_seconds": waited, "count": 1}
+    assert {name: entry["count"] for name, entry in answer["by_prompt_variant"].items()} == {
+        "long": 1}
+    assert {name: entry["count"] for name, entry in answer["by_executor"].items()} == {
+        "old runner": 1}
 
 
 @pytest.mark.backend("postgresql")

@@ -27,6 +27,66 @@ def _valid(record: dict) -> bool:
     )
 
 
+TOKENS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
+          "cache_creation_input_tokens")
+LABELS = ("prompt_variant", "skill_version", "executor")
+
+
+def _number(value: object, most: float) -> bool:
+    """An int or float (never a bool) from 0 to ``most``; NaN fails the comparison."""
+    return type(value) in (int, float) and 0 <= value <= most
+
+
+def known(record: dict, field: str) -> object | None:
+    """The record's ``field`` when it holds a value a record may hold, else None: such a
+    value is ignored as if absent."""
+    value = record.get(field)
+    if field in TOKENS:
+        ok = type(value) is int and 0 <= value <= 2 ** 53
+    elif field == "attempts":
+        ok = type(value) is int and 1 <= value <= 2 ** 31 - 1
+    elif field == "wait_seconds":
+        ok = _number(value, 1e8)
+    elif field == "cost_usd":
+        ok = _number(value, 1e9)
+    elif field in LABELS:
+        ok = isinstance(value, str) and 1 <= len(value) <= 200
+    else:
+        raise KeyError(field)
+    return value if ok else None
+
+
+def valid_optional(record: dict) -> dict:
+    """The optional fields of ``record`` that hold valid values."""
+    fields = ("attempts", "wait_seconds", *TOKENS, "cost_usd", *LABELS)
+    return {name: known(record, name) for name in fields if known(record, name) is not None}
+
+
+def token_sum(records: list[dict], field: str) -> int | None:
+    """The sum of the records that know ``field``; None when none does."""
+    values = [known(r, field) for r in records if known(r, field) is not None]
+    return sum(values) if values else None
+
+
+def cost_nanos(records: list[dict]) -> int | None:
+    """The cost in whole nano-dollars, summed over the records that know it."""
+    values = [round(known(r, "cost_usd") * 1e9) for r in records
+              if known(r, "cost_usd") is not None]
+    return sum(values) if values else None
+
+
+def cost_sum(records: list[dict]) -> float | None:
+    """The cost in USD: the whole nano-dollars divided exactly (an int over an int, so
+    a sum past 2**53 nano-dollars is not rounded to a float first)."""
+    nanos = cost_nanos(records)
+    return None if nanos is None else nanos / 10 ** 9
+
+
+def cost_and_tokens(records: list[dict]) -> dict:
+    return {"cost_usd": cost_sum(records), "input_tokens": token_sum(records, "input_tokens"),
+            "output_tokens": token_sum(records, "output_tokens")}
+
+
 def records_in(path: Path) -> list[dict]:
     """Valid records on complete lines, in file order, first record per task_id only."""
     seen, out = set(), []
@@ -50,20 +110,70 @@ def nearest_rank(values: list[float], percent: int) -> float:
     return ordered[max(math.ceil(percent * len(ordered) / 100), 1) - 1]
 
 
+def _micros(record: dict) -> int:
+    return round(record["duration_seconds"] * 1e6)
+
+
+def _label_breakdown(window: list[dict], field: str) -> dict:
+    groups: dict = {}
+    for record in window:
+        label = known(record, field)
+        if label is not None:
+            groups.setdefault(label, []).append(record)
+    answer = {}
+    for label, group in groups.items():
+        completed = sum(r["status"] == "completed" for r in group)
+        micros = [_micros(r) for r in group]
+        answer[label] = {
+            "count": len(group), "completed": completed, "failed": len(group) - completed,
+            "success_rate": round(completed / len(group), 2),
+            "p50_seconds": nearest_rank(micros, 50) / 1e6,
+            "avg_duration": round(sum(micros) / len(group) / 1e6, 1),
+            "cost_usd": cost_sum(group),
+        }
+    return answer
+
+
+def usage(window: list[dict]) -> dict:
+    """The ``usage`` of the aggregates over the records of ``window``."""
+    completed = sum(r["status"] == "completed" for r in window)
+    nanos = cost_nanos(window)
+    return {
+        "tasks_with_usage": sum(
+            any(known(r, name) is not None for name in (*TOKENS, "cost_usd")) for r in window),
+        **{name: token_sum(window, name) for name in TOKENS},
+        "cost_usd": cost_sum(window),
+        "cost_per_completed_task": (round(nanos / completed / 1e9, 9)
+                                    if nanos is not None and completed else None),
+    }
+
+
+def queue_wait(window: list[dict]) -> dict:
+    waits = [round(known(r, "wait_seconds") * 1e6) for r in window
+             if known(r, "wait_seconds") is not None]
+    return {
+        "p50_seconds": nearest_rank(waits, 50) / 1e6 if waits else None,
+        "p95_seconds": nearest_rank(waits, 95) / 1e6 if waits else None,
+        "count": len(waits),
+    }
+
+
 def aggregates(records: list[dict], now: datetime, window_days: int) -> dict:
     cutoff = now - timedelta(days=window_days)
     window = [r for r in records if cutoff <= _created(r) <= now]
-    micros = [round(r["duration_seconds"] * 1e6) for r in window]
+    micros = [_micros(r) for r in window]
     completed = sum(r["status"] == "completed" for r in window)
     by_type: dict = {}
     by_model: dict = {}
-    for record, duration in zip(window, micros):
-        entry = by_type.setdefault(record["task_type"], {"count": 0, "completed": 0, "failed": 0})
-        entry["count"] += 1
-        entry[record["status"]] += 1
-        model = by_model.setdefault(record["model"], [0, 0])
-        model[0] += 1
-        model[1] += duration
+    for record in window:
+        by_type.setdefault(record["task_type"], []).append(record)
+        by_model.setdefault(record["model"], []).append(record)
+    type_entries = {}
+    for name, group in by_type.items():
+        done = sum(r["status"] == "completed" for r in group)
+        type_entries[name] = {
+            "count": len(group), "completed": done, "failed": len(group) - done,
+            "success_rate": round(done / len(group), 2), **cost_and_tokens(group)}
     return {
         "success_rate": {
             "completed": completed, "failed": len(window) - completed, "total": len(window),
@@ -71,14 +181,16 @@ def aggregates(records: list[dict], now: datetime, window_days: int) -> dict:
         },
         "p50_seconds": nearest_rank(micros, 50) / 1e6,
         "p95_seconds": nearest_rank(micros, 95) / 1e6,
-        "by_task_type": {
-            name: {**entry, "success_rate": round(entry["completed"] / entry["count"], 2)}
-            for name, entry in by_type.items()
-        },
+        "by_task_type": type_entries,
         "by_model": {
-            name: {"count": count, "avg_duration": round(total / count / 1e6, 1)}
-            for name, (count, total) in by_model.items()
+            name: {"count": len(group),
+                   "avg_duration": round(sum(map(_micros, group)) / len(group) / 1e6, 1),
+                   **cost_and_tokens(group)}
+            for name, group in by_model.items()
         },
+        "usage": usage(window),
+        "queue_wait": queue_wait(window),
+        **{f"by_{field}": _label_breakdown(window, field) for field in LABELS},
     }
 
 
@@ -90,6 +202,9 @@ def comparable(answer: dict) -> dict:
         "p95_seconds": answer["execution_time"]["p95_seconds"],
         "by_task_type": answer["by_task_type"],
         "by_model": answer["by_model"],
+        "usage": answer["usage"],
+        "queue_wait": answer["queue_wait"],
+        **{f"by_{field}": answer[f"by_{field}"] for field in LABELS},
     }
 
 
@@ -110,6 +225,7 @@ def timeseries(records: list[dict], now: datetime, window_days: int, bucket: str
             "failed": len(inside) - completed,
             "p50_seconds": nearest_rank(micros, 50) / 1e6,
             "p95_seconds": nearest_rank(micros, 95) / 1e6,
+            **cost_and_tokens(inside),
         })
         start += width
     return series

@@ -11,8 +11,32 @@ TASK_TYPES = ("spec", "test", "impl", "review", "heal")
 MODELS = ("cursor/auto", "ollama/glm-4.7-flash:latest", "claude-3-5-haiku-20241022")
 
 
-def spread_records(now: datetime, count: int, *, days: float, seed: int = 7) -> list[dict]:
-    """``count`` records created over the ``days`` before ``now``, in a shuffled order."""
+PROMPT_VARIANTS = ("terse-v1", "terse-v2", "verbose-v1")
+
+
+def usage_fields(rng: random.Random) -> dict:
+    """The optional fields of a record that ran with usage reported: tokens, sometimes a
+    cost (costs missing where no prices were known), a prompt variant, a queue wait."""
+    fields = {
+        "attempts": rng.choice([1, 1, 1, 2, 3]),
+        "wait_seconds": round(rng.expovariate(1 / 30), 3),
+        "input_tokens": rng.randrange(100, 200_000),
+        "output_tokens": rng.randrange(10, 20_000),
+        "cache_read_input_tokens": rng.randrange(0, 500_000),
+        "prompt_variant": rng.choice(PROMPT_VARIANTS),
+        "executor": rng.choice(("runner-a", "runner-b")),
+    }
+    if rng.random() < 0.8:
+        fields["cost_usd"] = round(rng.uniform(0.001, 2.5), 6)
+    if rng.random() < 0.5:
+        fields["skill_version"] = rng.choice(("1.0", "1.1"))
+    return fields
+
+
+def spread_records(now: datetime, count: int, *, days: float, seed: int = 7,
+                   usage_share: float = 0.0) -> list[dict]:
+    """``count`` records created over the ``days`` before ``now``, in a shuffled order;
+    about ``usage_share`` of them carry :func:`usage_fields`."""
     rng = random.Random(seed)
     records = []
     for n in range(count):
@@ -25,6 +49,7 @@ def spread_records(now: datetime, count: int, *, days: float, seed: int = 7) -> 
             "model": rng.choice(MODELS),
             "duration_seconds": round(rng.choice([rng.uniform(0.2, 60), rng.uniform(60, 9000)]), 3),
             "status": "completed" if rng.random() < 0.8 else "failed",
+            **(usage_fields(rng) if rng.random() < usage_share else {}),
             "created_at": created.isoformat(),
         })
     rng.shuffle(records)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 
+from app.models.metrics import OPTIONAL_RECORD_FIELDS, RECORD_FIELDS
 from app.storage.postgres import PostgresDatabase
 from app.storage.store_copy import copy_stores
 from tests.support.reference import records_in
@@ -71,7 +72,8 @@ def stored_task_ids(logs_dir: Path) -> list[str]:
 
 def stored_records(logs_dir: Path) -> list[dict]:
     """The valid records in the metric store, first per task_id, in store order, in their
-    stored shape (read without the service's code: the file, or plain SQL)."""
+    stored shape (read without the service's code: the file, or plain SQL; an optional
+    field a row holds null for is left out, as the file leaves it out)."""
     url = database_url()
     if url is None:
         return records_in(logs_dir / "metrics.jsonl")
@@ -80,9 +82,11 @@ def stored_records(logs_dir: Path) -> list[dict]:
         if not exists:
             return []
         rows = conn.execute(
-            """SELECT task_id, task_type, model, duration_seconds, status,
-                      to_char(created_at AT TIME ZONE 'UTC',
-                              'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
-               FROM metric_records ORDER BY seq""").fetchall()
-    names = ("task_id", "task_type", "model", "duration_seconds", "status", "created_at")
-    return [dict(zip(names, row)) for row in rows]
+            f"""SELECT task_id, task_type, model, duration_seconds, status,
+                       to_char(created_at AT TIME ZONE 'UTC',
+                               'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+                       {', '.join(OPTIONAL_RECORD_FIELDS)}
+                FROM metric_records ORDER BY seq""").fetchall()
+    names = (*RECORD_FIELDS, *OPTIONAL_RECORD_FIELDS)
+    return [{name: value for name, value in zip(names, row) if value is not None}
+            for row in rows]

@@ -12,6 +12,8 @@ import pytest
 import requests
 from PIL import Image
 
+from app.charts import human_count, human_dollars, human_seconds
+from tests.support.reported import finish, finish_reported_examples, with_usage
 from tests.support.seed import spread_records
 from tests.support import GunicornServer
 from tests.support.stores import seed_metrics
@@ -26,7 +28,7 @@ def tile(html: str, name: str) -> str:
 
 
 def table(html: str, table_id: str) -> str:
-    return re.search(rf'<table id="{table_id}">(.*?)</table>', html, re.S).group(1)
+    return re.search(rf'<table id="{table_id}"[^>]*>(.*?)</table>', html, re.S).group(1)
 
 
 def table_cells(html: str, table_id: str) -> list[list[str]]:
@@ -38,6 +40,69 @@ def table_cells(html: str, table_id: str) -> list[list[str]]:
 
 def table_rows(html: str, table_id: str) -> dict[str, list[str]]:
     return {row[0]: row[1:] for row in table_cells(html, table_id)}
+
+
+NO_RECORD = "no record in the window carries it"
+Shown = tuple[str, str | None]
+"""A number as the page shows it: its text, and the title of a dash for an unknown one."""
+
+
+def shown(html: str, name: str) -> Shown:
+    """The number of element ``name``: its text, and its title when it is unknown."""
+    found = re.search(rf'<span(?: class="unknown" title="([^"]*)")? id="{name}">([^<]*)<', html)
+    return found.group(2), found.group(1)
+
+
+def expected(value: float | None, human, why: str = NO_RECORD) -> Shown:
+    """How the page should show ``value``: in human units, or a dash saying why not."""
+    return ("—", why) if value is None else (human(value), None)
+
+
+def usage_columns(html: str, table_id: str) -> dict[str, list[Shown]]:
+    """The cost, input tokens and output tokens of each row of a breakdown table."""
+    answer = {}
+    for row in re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", table(html, table_id), re.S):
+        cells = re.findall(r'<td><span(?: class="unknown" title="([^"]*)")?>([^<]*)</span></td>',
+                           row[1])
+        answer[row[0]] = [(text, title or None) for title, text in cells]
+    return answer
+
+
+def expected_usage(breakdown: dict[str, dict], whose: str) -> dict[str, list[Shown]]:
+    why = f"no record of this {whose} in the window carries it"
+    return {name: [expected(row["cost_usd"], human_dollars, why),
+                   expected(row["input_tokens"], human_count, why),
+                   expected(row["output_tokens"], human_count, why)]
+            for name, row in breakdown.items()}
+
+
+def assert_usage_agrees_with_api(html: str, aggregates: dict) -> None:
+    """The tiles of cost, tokens and queue wait, and the usage columns of the tables."""
+    usage, wait = aggregates["usage"], aggregates["queue_wait"]
+    per_task_why = NO_RECORD if usage["cost_usd"] is None else "no task completed in the window"
+    assert {name: shown(html, name) for name in (
+        "cost", "cost-per-task", "input-tokens", "output-tokens", "wait-p50", "wait-p95",
+        "wait-count", "tasks-with-usage")} == {
+        "cost": expected(usage["cost_usd"], human_dollars),
+        "cost-per-task": expected(usage["cost_per_completed_task"], human_dollars,
+                                  per_task_why),
+        "input-tokens": expected(usage["input_tokens"], human_count),
+        "output-tokens": expected(usage["output_tokens"], human_count),
+        "wait-p50": expected(wait["p50_seconds"], human_seconds),
+        "wait-p95": expected(wait["p95_seconds"], human_seconds),
+        "wait-count": (str(wait["count"]), None),
+        "tasks-with-usage": (str(usage["tasks_with_usage"]), None),
+    }
+    cache = ("cache_read_input_tokens", "cache_creation_input_tokens")
+    if all(usage[name] is None for name in cache):
+        assert 'id="cache-read-tokens"' not in html
+    else:
+        for name in cache:
+            assert shown(html, name.replace("_input", "").replace("_", "-")) == expected(
+                usage[name], human_count)
+    assert usage_columns(html, "by-task-type") == expected_usage(
+        aggregates["by_task_type"], "task type")
+    assert usage_columns(html, "by-model") == expected_usage(aggregates["by_model"], "model")
 
 
 def assert_agrees_with_api(html: str, aggregates: dict, series: list[dict]) -> None:
@@ -64,11 +129,12 @@ def assert_agrees_with_api(html: str, aggregates: dict, series: list[dict]) -> N
     for chart, css in (("success", "rate"), ("durations", "p50"), ("durations", "p95")):
         svg = re.search(rf'<svg id="chart-{chart}".*?</svg>', html, re.S).group(0)
         assert len(re.findall(rf'<circle class="dot-{css}"', svg)) == busy
+    assert_usage_agrees_with_api(html, aggregates)
 
 
 @pytest.mark.parametrize("window_days,bucket", [(7, "day"), (1, "hour"), (30, "day")])
 def test_page_agrees_with_the_api(client, logs_dir, clock, window_days, bucket) -> None:
-    seed_metrics(logs_dir, spread_records(clock(), 300, days=40))
+    seed_metrics(logs_dir, with_usage(spread_records(clock(), 300, days=40)))
     response = client.get(f"/dashboard?window_days={window_days}&bucket={bucket}")
     assert response.status_code == 200 and response.mimetype == "text/html"
     html = response.data.decode()
@@ -93,6 +159,61 @@ def test_empty_window_says_so(client, logs_dir, clock) -> None:
     assert 'id="chart-finished"' not in html
     queue = re.search(r'<svg id="chart-queue".*?</svg>', html, re.S).group(0)
     assert re.search(r'<rect class="running"[^>]*><title>running: 1</title>', queue)
+    for name in ("cost", "cost-per-task", "input-tokens", "output-tokens", "wait-p50",
+                 "wait-p95"):
+        assert shown(html, name) == ("—", NO_RECORD), name
+    assert shown(html, "wait-count") == ("0", None)
+    assert "$0" not in html
+
+
+def test_cost_tokens_and_queue_wait_of_reported_tasks(client, clock) -> None:
+    """Tasks run through the API, their usage reported as runners report it: the page shows
+    the sums in human units, and a dash, never a 0, for what no record carries."""
+    finish_reported_examples(client, clock)
+    html = client.get("/dashboard").data.decode()
+    assert {name: shown(html, name)[0] for name in (
+        "cost", "cost-per-task", "input-tokens", "output-tokens", "cache-read-tokens",
+        "wait-p50", "wait-p95", "wait-count", "tasks-with-usage")} == {
+        "cost": "$5.50", "cost-per-task": "$1.83", "input-tokens": "1.4M",
+        "output-tokens": "37k", "cache-read-tokens": "250k", "wait-p50": "30 s",
+        "wait-p95": "10 min", "wait-count": "4", "tasks-with-usage": "3"}
+    assert shown(html, "cache-creation-tokens") == ("—", NO_RECORD)
+    by_type = "no record of this task type in the window carries it"
+    assert usage_columns(html, "by-task-type") == {
+        "heal": [("—", by_type)] * 3,
+        "impl": [("$5.50", None), ("1.4M", None), ("35k", None)],
+        "review": [("—", by_type), ("40k", None), ("2k", None)],
+    }
+    by_model = "no record of this model in the window carries it"
+    assert usage_columns(html, "by-model") == {
+        "claude-3-5-haiku-20241022": [("—", by_model)] * 3,
+        "ollama/glm-4.7-flash:latest": [("$5.50", None), ("1.4M", None), ("37k", None)],
+    }
+    assert_usage_agrees_with_api(html, client.get("/api/agent/metrics").json)
+    assert 'href="/dashboard/compare?by=model"' in html
+
+
+def test_cost_per_completed_task_without_a_completed_task(client, clock) -> None:
+    finish(client, clock, "impl", waited=1, status="failed", usage={"cost_usd": 0.004})
+    html = client.get("/dashboard").data.decode()
+    assert shown(html, "cost") == ("$0.004", None)
+    assert shown(html, "cost-per-task") == ("—", "no task completed in the window")
+
+
+@pytest.mark.parametrize("human,value,text", [
+    (human_dollars, 0, "$0.00"), (human_dollars, 12.344, "$12.34"),
+    (human_dollars, 1234.5, "$1,234.50"), (human_dollars, 0.0042, "$0.0042"),
+    (human_count, 0, "0"), (human_count, 950, "950"), (human_count, 999.6, "1k"),
+    (human_count, 1234, "1.2k"), (human_count, 345_678, "346k"),
+    (human_count, 999_600, "1M"), (human_count, 1_234_567, "1.2M"),
+    (human_count, 2.5e9, "2.5B"),
+    (human_seconds, 0, "0 s"), (human_seconds, 0.42, "0.4 s"), (human_seconds, 42.4, "42 s"),
+    (human_seconds, 59.6, "1 min"), (human_seconds, 210, "3.5 min"),
+    (human_seconds, 3599, "1 h"), (human_seconds, 5400, "1.5 h"),
+    (human_seconds, 200_000, "2.3 d"),
+])
+def test_human_units(human, value, text) -> None:
+    assert human(value) == text
 
 
 def test_bad_window_is_422(client) -> None:
@@ -213,7 +334,7 @@ def assert_shows_the_queue(dom: str, ids: dict[str, str]) -> None:
 
 def test_dashboard_in_headless_chromium(logs_dir, tmp_path) -> None:
     binary = chromium()
-    history = spread_records(datetime.now(timezone.utc), 150, days=6.5)
+    history = with_usage(spread_records(datetime.now(timezone.utc), 150, days=6.5))
     seed_metrics(logs_dir, history)
     server = GunicornServer(logs_dir).start()
     try:

@@ -37,7 +37,7 @@ from app.storage.metric_records import (
     to_micros,
 )
 from app.storage.jsonl.metric_scan import skim, stamp_of
-from app.storage.metric_totals import Totals
+from app.storage.metric_totals import RunningTotals, Totals
 from app.storage.jsonl.compaction import compact
 from app.storage.stores import CompactionReport
 from app.storage.jsonl.task_id_index import TaskIdIndex
@@ -45,7 +45,9 @@ from app.storage.jsonl.task_id_index import TaskIdIndex
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-CHECKPOINT_KIND = "metrics/1"
+CHECKPOINT_KIND = "metrics/2"
+"""The second kind holds the optional fields' columns; a first-kind checkpoint is
+ignored and the file read again."""
 SKIM_EVERYTHING = to_micros(datetime(9999, 1, 1, tzinfo=timezone.utc))
 
 
@@ -82,12 +84,10 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def first_records(chunk: Chunk, first_seen: FirstSeen, *,
-                  with_optional: bool = False) -> RecordBatch:
-    """The chunk's valid records that ``first_seen`` takes as the first of their task
-    (with their optional fields if ``with_optional``); invalid lines and second records
-    of a task are logged and skipped."""
-    batch = decode_batch(*chunk.decode_columns(), with_optional=with_optional)
+def first_records(chunk: Chunk, first_seen: FirstSeen) -> RecordBatch:
+    """The chunk's valid records that ``first_seen`` takes as the first of their task;
+    invalid lines and second records of a task are logged and skipped."""
+    batch = decode_batch(*chunk.decode_columns())
     fresh = first_seen(batch.task_ids, batch.offsets)
     if not fresh.all():
         log.warning("skipping %d repeated record(s) of a task_id already recorded",
@@ -103,6 +103,7 @@ class JsonlMetricStore(CheckpointedStore):
         self._reader = self.log.reader()
         self._guard = threading.RLock()
         self._checkpoints = Checkpoints(self.log.path, CHECKPOINT_KIND, checkpoint_bytes)
+        self._totals = RunningTotals()
         self._start_over()
 
     def _start_over(self) -> None:
@@ -182,11 +183,19 @@ class JsonlMetricStore(CheckpointedStore):
             return view(self.columns)
 
     def records(self) -> Iterator[MetricRecord]:
+        for batch in self.record_batches():
+            yield from batch.rows()
+
+    def record_batches(self) -> Iterator[RecordBatch]:
+        """What :meth:`records` gives, as the columns of one chunk of the file at a time
+        (read afresh, on a reader of its own)."""
         reader = self.log.reader()
         try:
             task_ids = TaskIdIndex(partial(valid_task_id_at, reader))
             for chunk in reader.poll_chunks():
-                yield from first_records(chunk, task_ids.add_new, with_optional=True).rows()
+                with cyclic_gc_paused():
+                    batch = first_records(chunk, task_ids.add_new)
+                yield batch
         finally:
             reader.close()
 
@@ -240,7 +249,7 @@ class JsonlMetricStore(CheckpointedStore):
         with self._guard:
             columns = self.read(lambda columns: columns)
             carried = self.log.carried(self._reader)
-            return Totals.from_columns(columns).merged(Totals.from_json(carried))
+            return self._totals.of(columns).merged(Totals.from_json(carried))
 
     def writable(self) -> bool:
         return self.log.writable()

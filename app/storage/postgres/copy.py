@@ -22,6 +22,7 @@ from app.storage.postgres.tasks import ROW_FIELDS, row_values
 
 BATCH_ROWS = 20_000
 STORES = ("metrics", "tasks", "task logs")
+COPIED_TABLES = ("metric_records", "metric_compactions", "tasks", "task_logs")
 
 
 @dataclass
@@ -108,10 +109,14 @@ def copy_into(
     tasks: Iterable[dict[str, Any]], read_log: Callable[[str], str],
 ) -> CopyCounts:
     """Copy metric records (in their stored shape), carried totals (None: none), task
-    states and, for each task offered, its log as ``read_log`` gives it."""
+    states and, for each task offered, its log as ``read_log`` gives it; then analyse the
+    tables, so the first queries after a copy are planned on statistics of the rows
+    copied rather than on those of the empty tables (autovacuum gets to it only later)."""
     counts = CopyCounts()
     _copy_records(database, records, counts)
     _copy_carried(database, carried)
     task_ids = _copy_tasks(database, tasks, counts)
     _copy_task_logs(database, read_log, task_ids, counts)
+    with database.connection() as conn:
+        conn.execute(f"ANALYZE {', '.join(COPIED_TABLES)}")
     return counts

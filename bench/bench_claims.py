@@ -22,6 +22,7 @@ throw-away PostgreSQL cluster and measured there too. Prints one table with the 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -35,8 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-
-import requests
+from urllib.parse import urlsplit
 
 from app.clock import isoformat, parse_iso
 from bench.bench_postgres import (
@@ -184,7 +184,34 @@ def write_store(folder: Path, count: int, pending: int, plain: bool) -> tuple[Qu
     return queue, seconds
 
 
-def run_claims(api: str, session: requests.Session, count: int, runner: str,
+class Connection:
+    """One keep-alive HTTP connection to the API, with :mod:`http.client`.
+
+    Not ``requests``: a ``requests.Session`` call costs the client about 2 ms of CPU on
+    the 2-core machine of bench/README.md, this 0.45 ms, and the client shares those
+    cores with the server: each claim measured would carry the difference, and more
+    when the machine is busy (see bench/README.md, Claims)."""
+
+    def __init__(self, api: str) -> None:
+        url = urlsplit(api)
+        self.path = url.path
+        self.http = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port,
+                                               timeout=60)
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """The status and the JSON answer (None when there is none)."""
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        self.http.request(method, self.path + path, payload, headers)
+        response = self.http.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def run_claims(connection: Connection, count: int, runner: str,
                task_types: list[str] | None = None) -> list[Claim]:
     """``count`` claims one after the other, each by a runner of its own."""
     claims = []
@@ -194,10 +221,10 @@ def run_claims(api: str, session: requests.Session, count: int, runner: str,
         if task_types:
             body["task_types"] = task_types
         sent_at = datetime.now(timezone.utc)
-        seconds, response = timed(lambda: session.post(f"{api}/tasks/claim", json=body,
-                                                       timeout=60))
-        claims.append(Claim(task_types, sent_at, seconds, response.status_code,
-                            response.json() if response.status_code == 200 else None))
+        seconds, (status, answer) = timed(lambda: connection.call("POST", "/tasks/claim",
+                                                                  body))
+        claims.append(Claim(task_types, sent_at, seconds, status,
+                            answer if status == 200 else None))
     return claims
 
 
@@ -297,14 +324,17 @@ def measure(logs_dir: Path, env: dict[str, str], queue: Queue, count: int, label
           f"{queue.delayed(datetime.now(timezone.utc)):,} pending tasks still delayed",
           flush=True)
     api = f"{server.base_url}/api/agent"
-    session = requests.Session()
+    connection = Connection(api)
     try:
         for _ in range(5):  # the connection, and the worker's first requests
-            session.get(f"{api}{PENDING_LIST}", timeout=60).raise_for_status()
-        claims = run_claims(api, session, count, "bench-claim")
-        capped_only = run_claims(api, session, count, "bench-capped",
+            status, _ = connection.call("GET", PENDING_LIST)
+            if status != 200:
+                raise RuntimeError(f"{label}: GET {PENDING_LIST} answered {status}")
+        claims = run_claims(connection, count, "bench-claim")
+        capped_only = run_claims(connection, count, "bench-capped",
                                  CAPPED_TYPES) if queue.caps else []
     finally:
+        connection.close()
         server.stop()
     problems = wrong_claims(queue, claims + capped_only)
 

@@ -41,6 +41,10 @@ class PendingColumns:
         ``kept`` is true stay, and the rows ``added`` go in before the indexes ``at`` of
         what stays (as :func:`numpy.insert`)."""
         self.positions = positions
+        if not len(added):  # rows only left (a claim): no insert, a copy per column
+            self.rows = self.rows[kept]
+            self.columns = {name: values[kept] for name, values in self.columns.items()}
+            return
         self.rows = np.insert(self.rows[kept], at, added)
         self.columns = {name: np.insert(values[kept], at, columns[name][added])
                         for name, values in self.columns.items()}

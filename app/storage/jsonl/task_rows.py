@@ -456,10 +456,13 @@ class TaskRows:
             return
         placed = [row for row in rows if self.position.values[row] >= 0]
         positions = self.position.values[placed].astype(np.int64)
-        kept = ~np.isin(self.pending, positions)
+        kept = np.ones(len(self.pending), bool)
+        kept[np.searchsorted(self.pending, positions[_members(self.pending, positions)])] = False
         now_pending = np.sort(positions[self.status.values[placed] == PENDING])
-        at = np.searchsorted(self.pending[kept], now_pending)
-        pending = np.insert(self.pending[kept], at, now_pending)
+        pending = self.pending[kept]
+        at = np.searchsorted(pending, now_pending)
+        if len(now_pending):
+            pending = np.insert(pending, at, now_pending)
         if self._claim_columns.current(self.pending):
             self._claim_columns.update(pending, kept, at, self.order.values[now_pending],
                                        self._columns())
@@ -525,17 +528,17 @@ class TaskRows:
         if task_types:
             wanted = np.zeros(len(TASK_TYPES), bool)
             wanted[[TYPE_CODES[task_type] for task_type in task_types]] = True
-            eligible &= wanted[columns["task_type"]]
+            eligible &= np.take(wanted, columns["task_type"])  # faster than wanted[...]
         excluded = [self._model_codes[model] for model in excluded_models
                     if model in self._model_codes]
         if excluded:
             allowed = np.ones(len(self.models), bool)
             allowed[excluded] = False
-            eligible &= allowed[columns["model"]]
-        rows = pending.rows[eligible]
-        if not len(rows):
+            eligible &= np.take(allowed, columns["model"])
+        at = np.flatnonzero(eligible)
+        if not len(at):
             return None
-        return int(rows[int(np.argmax(columns["priority"][eligible]))])
+        return int(pending.rows[at[int(np.argmax(columns["priority"][at]))]])
 
     def running_count(self, models: list[str], now: datetime) -> int:
         """Leased rows of these models whose lease runs past ``now``."""
@@ -555,6 +558,14 @@ class TaskRows:
 
     def rows_in_claim_order(self) -> list[int]:
         return self.order.values.tolist()
+
+
+def _members(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in the sorted array ``ordered``: a binary search each, not a
+    pass over ``ordered`` (:func:`numpy.isin`), as a batch touches few rows of many."""
+    if not len(ordered):
+        return np.zeros(len(values), bool)
+    return ordered[np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)] == values
 
 
 class _Batch:

@@ -25,6 +25,7 @@ from app.models.metrics import OPTIONAL_RECORD_FIELDS, RECORD_FIELDS
 from app.storage.metric_columns import RecordColumns
 from app.storage.metric_records import MetricRecord, RecordBatch, optional_values, to_micros
 from app.storage.metric_totals import RunningTotals, Totals
+from app.storage.postgres.column_read import read_columns
 from app.storage.postgres.database import PostgresDatabase, only_row
 from app.storage.stores import CompactionReport
 
@@ -114,10 +115,12 @@ class PostgresMetricStore:
             if generation != self._generation:
                 self._start_over(generation, carried)
             if self._horizon is None:
-                rows = conn.execute(f"SELECT {RECORD_COLUMNS} FROM metric_records ORDER BY seq",
-                                    binary=True).fetchall()
-            else:
-                rows = read_tail(conn, self._horizon)
+                read = read_columns(conn, xmin)  # the whole table, in the same snapshot
+                self.columns = read.columns
+                self._horizon = xmin
+                self._taken_since_horizon = set(read.taken.tolist())
+                return
+            rows = read_tail(conn, self._horizon)
             fresh = [row for row in rows if row[0] not in self._taken_since_horizon]
             self.columns.add(record_batch(fresh))
             self._horizon = xmin

@@ -7,11 +7,12 @@ starts after the file was replaced), gunicorn's start (its master reads the stor
 before forking), the first GET after it, warm GETs over HTTP, warm scrapes of
 ``/metrics`` and resident memory per worker, and prints one table with the ratios. Then
 the other modes, each with its own table: the usage aggregates and the A/B comparison
-(:mod:`bench.bench_usage`), record_task from several processes with the store's lock and
-with a bare flock (:mod:`bench.bench_lock`), the task store (:mod:`bench.bench_tasks`),
-start-up with and without checkpoints (:mod:`bench.bench_startup`), claims with
-priorities, delays and caps on both backends (:mod:`bench.bench_claims`) and PostgreSQL
-(:mod:`bench.bench_postgres`).
+(:mod:`bench.bench_usage`), the export against DuckDB's ``COPY ... TO``
+(:mod:`bench.bench_export`), record_task from several processes with the store's lock
+and with a bare flock (:mod:`bench.bench_lock`), the task store
+(:mod:`bench.bench_tasks`), start-up with and without checkpoints
+(:mod:`bench.bench_startup`), claims with priorities, delays and caps on both backends
+(:mod:`bench.bench_claims`) and PostgreSQL (:mod:`bench.bench_postgres`).
 
     make bench                      # or: python -m bench.bench_metrics --records 200000
 """
@@ -28,7 +29,9 @@ import requests
 
 from app.services.metrics_service import MetricsService
 from app.storage.jsonl.metrics import JsonlMetricStore
-from bench import bench_claims, bench_postgres, bench_startup, bench_tasks, bench_usage
+from bench import (
+    bench_claims, bench_export, bench_postgres, bench_startup, bench_tasks, bench_usage,
+)
 from bench.bench_lock import measure_locks, print_lock_table
 from bench.full_rescan import full_rescan
 from bench.store import write_store
@@ -140,6 +143,8 @@ def main() -> None:
         return
     print()
     bench_usage.main(["--records", str(args.records)])
+    print()
+    bench_export.main(["--records", str(args.records)])
     print()
     print_lock_table(measure_locks(args.writers, args.writes, args.lock_rounds),
                      args.writers, args.writes)

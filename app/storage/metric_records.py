@@ -33,6 +33,7 @@ from app.models.agent import (
     is_record_label,
 )
 from app.models.metrics import FINAL_STATUSES, OPTIONAL_RECORD_FIELDS, RECORD_FIELDS
+from app.models.text import MAX_NAME_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,58 @@ def optional_values(values: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]
     return checked
 
 
+QUICK_CHECKS: dict[str, tuple[type, float, float]] = {
+    "attempts": (int, 1, MAX_ATTEMPTS_STORED),
+    "wait_seconds": (float, 0, MAX_DURATION_SECONDS),
+    **{name: (int, 0, MAX_TOKENS) for name in TOKEN_FIELDS},
+    "cost_usd": (float, 0, MAX_COST_USD),
+    **{name: (str, 1, MAX_NAME_CHARS)
+       for name in ("prompt_variant", "skill_version", "executor")},
+}
+"""Per optional field, the one type and the range (of lengths, for texts) of values that
+:func:`quickly_valid` passes at once: they are all valid under ``OPTIONAL_CHECKS``."""
+
+
+def quickly_valid(name: str, present: list[Any]) -> bool:
+    """Whether all of ``present`` (values, none of them None) are of the field's usual
+    type and in its range, checked for the run at once; False also when some may be
+    valid but are not all of that type (then :func:`optional_values` checks them)."""
+    kind, least, most = QUICK_CHECKS[name]
+    if set(map(type, present)) != {kind}:
+        return False
+    if kind is str:
+        return least <= min(map(len, present)) and max(map(len, present)) <= most
+    if kind is int:
+        return least <= min(present) and max(present) <= most
+    amounts = np.array(present, np.float64)  # NaN fails both comparisons
+    return bool((amounts >= least).all() and (amounts <= most).all())
+
+
+def quick_optional_values(values: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """What :func:`optional_values` gives, the fields whose values are all
+    :func:`quickly_valid` checked without going value by value."""
+    checked: dict[str, list[Any]] = {}
+    slow = {}
+    for name, column in values.items():
+        present = [value for value in column if value is not None]
+        if not present:
+            continue
+        if quickly_valid(name, present):
+            checked[name] = list(column)
+        else:
+            slow[name] = column
+    checked.update(optional_values(slow))
+    return {name: checked[name] for name in OPTIONAL_RECORD_FIELDS if name in checked}
+
+
 def _lines_optional_values(raws: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """:func:`optional_values` of stored lines; quick when no line has an optional field."""
+    """:func:`optional_values` of stored lines; quick when no line has an optional field,
+    and only the fields some line holds are looked for."""
     if not raws or max(map(len, raws)) <= len(RECORD_FIELDS):
         return {}
-    return optional_values({name: [raw.get(name) for raw in raws]
-                            for name in OPTIONAL_RECORD_FIELDS})
+    held = set().union(*raws)
+    return quick_optional_values({name: list(map(dict.get, raws, repeat(name)))
+                                  for name in OPTIONAL_RECORD_FIELDS if name in held})
 
 
 @dataclass

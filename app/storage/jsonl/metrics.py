@@ -89,9 +89,10 @@ def first_records(chunk: Chunk, first_seen: FirstSeen) -> RecordBatch:
     invalid lines and second records of a task are logged and skipped."""
     batch = decode_batch(*chunk.decode_columns())
     fresh = first_seen(batch.task_ids, batch.offsets)
-    if not fresh.all():
-        log.warning("skipping %d repeated record(s) of a task_id already recorded",
-                    int((~fresh).sum()))
+    if fresh.all():
+        return batch
+    log.warning("skipping %d repeated record(s) of a task_id already recorded",
+                int((~fresh).sum()))
     return batch.select(fresh)
 
 

@@ -5,6 +5,7 @@ replaying every line into whole states would."""
 from __future__ import annotations
 
 import random
+from unittest.mock import patch
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.models.agent import STATUSES, TASK_TYPES
+from app.storage.jsonl import task_rows
 from app.storage.jsonl.metrics import JsonlMetricStore
 from app.storage.jsonl.tasks import JsonlTaskStore
 from app.storage.jsonl.task_rows import TaskRows, merged_state, micros
@@ -95,10 +97,18 @@ def expired(state: dict) -> bool:
         state["lease_expires_at"].replace("Z", "+00:00")) <= NOW
 
 
+@pytest.mark.parametrize("bulk_lines", [task_rows.BULK_LINES, 1],
+                         ids=["few-lines-one-by-one", "every-batch-scanned"])
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stored=lines, cuts=st.lists(st.integers(0, 40), max_size=4))
-def test_rows_answer_as_a_replay_of_every_line(tmp_path: Path, stored, cuts) -> None:
+def test_rows_answer_as_a_replay_of_every_line(tmp_path: Path, bulk_lines, stored,
+                                               cuts) -> None:
+    with patch.object(task_rows, "BULK_LINES", bulk_lines):
+        check_rows_answer_as_a_replay(tmp_path, stored, cuts)
+
+
+def check_rows_answer_as_a_replay(tmp_path: Path, stored, cuts) -> None:
     folder = Path(tmp_path, str(len(list(tmp_path.iterdir()))))
     folder.mkdir()
     path = folder / "tasks.jsonl"
@@ -158,15 +168,15 @@ def test_a_read_that_fails_halfway_is_read_again_in_full(tmp_path, monkeypatch) 
     task = {"direction": "d", "task_type": "impl", "status": "pending", "model": "m",
             "context": {}, "created_at": stamp(0, 0), "updated_at": stamp(0, 0)}
     path.write_bytes(jsonl({**task, "id": f"t{n}"} for n in range(3)))
-    take = TaskRows.take
+    take = TaskRows.take_columns
 
-    def failing(rows, lines):
+    def failing(rows, offsets, lines):
         raise MemoryError("taking lines in failed")
 
-    monkeypatch.setattr(TaskRows, "take", failing)
+    monkeypatch.setattr(TaskRows, "take_columns", failing)
     with pytest.raises(MemoryError):
         store.counts()
-    monkeypatch.setattr(TaskRows, "take", take)
+    monkeypatch.setattr(TaskRows, "take_columns", take)
     assert store.counts() == {"pending": 3}
 
 

@@ -18,8 +18,10 @@ id (a request) also checks the id against the task's first line.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import operator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from app.models.agent import STATUSES, TASK_TYPES
 from app.storage.jsonl.hash_runs import HashRuns, hash_key, hash_keys
 from app.storage.jsonl.leases import Leases
 from app.storage.jsonl.pending_columns import CLAIM_COLUMNS, PendingColumns
+from app.storage.jsonl.task_scan import Unsure, scan, texts_ok
 from app.storage.metric_records import to_micros
 from app.storage.stores import Task
 
@@ -38,6 +41,8 @@ STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 TYPE_CODES = {task_type: code for code, task_type in enumerate(TASK_TYPES)}
 PENDING, RUNNING = STATUS_CODES["pending"], STATUS_CODES["running"]
 LEASE_FIELDS = ("runner_id", "lease_expires_at")
+BULK_LINES = 256
+"""Batches of this many lines or more are taken in by :meth:`TaskRows._take_many`."""
 UNSTORED_FIELDS = ("command",)
 """Fields that lines of earlier versions stored and that are now derived when read."""
 
@@ -116,6 +121,16 @@ def id_prefix(task_id: str) -> int:
     """The id's first 8 bytes (UTF-8, zero-padded) as a number that sorts as they do."""
     return int.from_bytes(task_id[:8].encode("utf-8", "surrogatepass")[:8].ljust(8, b"\0"),
                           "big")
+
+
+def id_prefixes(task_ids: list[str]) -> np.ndarray:
+    """:func:`id_prefix` of each id (in numpy when they are all ASCII and 8 long or more)."""
+    count = len(task_ids)
+    if count >= 64:
+        heads = "".join(map(operator.getitem, task_ids, repeat(slice(0, 8))))
+        if len(heads) == 8 * count and heads.isascii():
+            return np.frombuffer(heads.encode("ascii"), ">u8").astype(np.uint64)
+    return np.fromiter(map(id_prefix, task_ids), np.uint64, count)
 
 
 class Column:
@@ -252,11 +267,13 @@ class TaskRows:
             line = int(self.line_before.values[line])
         return (self._line_at(int(self.line_offset.values[line])) or {}).get("id")
 
-    def _known_rows(self, task_ids: list[str]) -> np.ndarray:
-        """The row of each id (-1 for ids not seen before)."""
-        keys = hash_keys(task_ids)
+    def _known_rows(self, task_ids: list[str], keys: np.ndarray | None = None,
+                    prefixes: np.ndarray | None = None) -> np.ndarray:
+        """The row of each id (-1 for ids not seen before); ``keys`` and ``prefixes``:
+        the ids' hash keys and prefixes, if known."""
+        keys = hash_keys(task_ids) if keys is None else keys
         found = self._rows.only_values(keys)
-        prefixes = np.fromiter(map(id_prefix, task_ids), np.uint64, len(task_ids))
+        prefixes = id_prefixes(task_ids) if prefixes is None else prefixes
         hit = found >= 0
         found[hit] = np.where(self.prefix.values[found[hit]] == prefixes[hit], found[hit], -1)
         for i in np.flatnonzero(found == -2).tolist():
@@ -268,9 +285,33 @@ class TaskRows:
 
     def take(self, lines: list[tuple[int, dict[str, Any]]]) -> None:
         """Take in lines read from the file, in file order; lines that are no usable
-        task state (or change of one) are skipped. The batch's changes are gathered in
-        plain Python first and written to the columns at its end, in one go."""
-        lines = [(offset, line) for offset, line in lines if _is_text(line.get("id"))]
+        task state (or change of one) are skipped. A batch of many lines (a cold start
+        reads thousands at a time) is checked field by field in numpy
+        (:meth:`_take_many`); a few lines one by one, the changes gathered in plain
+        Python first and written to the columns at its end, in one go."""
+        if len(lines) >= BULK_LINES:
+            offsets = np.fromiter((offset for offset, _ in lines), np.int64, len(lines))
+            self.take_columns(offsets, [line for _, line in lines])
+            return
+        self._take_each([(offset, line) for offset, line in lines
+                         if _is_text(line.get("id"))])
+
+    def take_columns(self, offsets: np.ndarray, lines: list[dict[str, Any]]) -> None:
+        """:meth:`take` for lines given as their offsets and their records."""
+        task_ids: list[Any] = list(map(dict.get, lines, repeat("id")))
+        with_id = texts_ok(task_ids)
+        if not with_id.all():
+            offsets, lines = offsets[with_id], list(compress(lines, with_id))
+            task_ids = list(compress(task_ids, with_id))
+        if len(lines) >= BULK_LINES:
+            try:
+                self._take_many(offsets, lines, task_ids)
+                return
+            except Unsure:
+                pass  # nothing was changed yet: taken in line by line below
+        self._take_each(list(zip(offsets.tolist(), lines)))
+
+    def _take_each(self, lines: list[tuple[int, dict[str, Any]]]) -> None:
         known = self._known_rows([line["id"] for _, line in lines])
         batch = _Batch(len(self), self.line_offset.size)
         for (offset, line), row in zip(lines, known.tolist()):
@@ -285,6 +326,156 @@ class TaskRows:
                 row = batch.make(task_id, state, offset, self.model_code(state["model"]))
                 self._track(batch, row, state, whole=True)
         self._write(batch)
+
+    def _take_many(self, offsets: np.ndarray, values: list[dict[str, Any]],
+                   task_ids: list[str]) -> None:
+        """:meth:`take` for many lines: their fields checked and converted a field at a
+        time (:func:`~app.storage.jsonl.task_scan.scan`), the lines of each row and the
+        last value each line sets found with numpy, and only the running rows' leases
+        followed line by line. Raises :class:`Unsure`, having changed nothing, for a
+        batch the scan does not answer for."""
+        keys, prefixes = hash_keys(task_ids), id_prefixes(task_ids)
+        scanned = scan(values, STATUS_CODES, TYPE_CODES, REQUIRED_FIELDS, LEASE_FIELDS)
+        known = self._known_rows(task_ids, keys, prefixes)
+        first_row, first_line = len(self), self.line_offset.size
+        row_of = known.copy()
+        applied = (known >= 0) & scanned.change_ok
+        new = np.flatnonzero(known < 0)
+        creators = np.empty(0, np.int64)
+        if len(new):
+            making = new[scanned.state_ok[new]].tolist()
+            first = dict(zip(map(task_ids.__getitem__, reversed(making)), reversed(making)))
+            creators = np.sort(np.fromiter(first.values(), np.int64, len(first)))
+            creator = np.fromiter(map(first.get, map(task_ids.__getitem__, new.tolist()),
+                                      repeat(-1)), np.int64, len(new))
+            taken = (creator >= 0) & ((new == creator)
+                                      | ((new > creator) & scanned.change_ok[new]))
+            applied[new[taken]] = True
+            row_of[new[taken]] = first_row + np.searchsorted(creators, creator[taken])
+        at = np.flatnonzero(applied)
+        rows = row_of[at]
+        made_ids = list(map(task_ids.__getitem__, creators.tolist()))
+        made = np.arange(first_row, first_row + len(creators))
+        # each applied line's place in the chain of its row's lines
+        line_numbers = first_line + np.arange(len(at))
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        follows = np.zeros(len(at), bool)
+        follows[1:] = sorted_rows[1:] == sorted_rows[:-1]
+        chain_start = np.full(len(at), -1, np.int64)
+        old = sorted_rows < first_row
+        chain_start[old] = self.last_line.values[sorted_rows[old]]
+        before_sorted = chain_start
+        before_sorted[1:] = np.where(follows[1:], line_numbers[order][:-1], chain_start[1:])
+        line_befores = np.empty(len(at), np.int64)
+        line_befores[order] = before_sorted
+        ends = _group_ends(sorted_rows)
+        touched = sorted_rows[ends]
+        # the value each row is left with, for each field its lines set
+        status_before = self.status.values[touched[touched < first_row]].copy()
+        changed = {name: _last_of_rows(rows, column[at], present[at])
+                   for name, (present, column) in scanned.numbers.items()}
+        changed["status"] = _last_of_rows(rows, scanned.status[at], scanned.status[at] >= 0)
+        changed["task_type"] = _last_of_rows(rows, scanned.task_type[at],
+                                             scanned.task_type[at] >= 0)
+        recorded = _last_of_rows(rows, scanned.recorded[at], scanned.recorded[at] >= 0)
+        with_model = at[scanned.has_model[at]].tolist()
+        models = list(map(scanned.models.__getitem__, with_model))
+        for model in dict.fromkeys(models):
+            self.model_code(model)
+        model_codes = np.fromiter(map(self._model_codes.__getitem__, models), np.int64,
+                                  len(models))
+        changed["model"] = _last_of_rows(row_of[with_model], model_codes,
+                                         np.ones(len(models), bool))
+        # new rows, then the changes of old ones
+        columns = {"status": self.status, "task_type": self.task_type, "model": self.model,
+                   "priority": self.priority, "run_after": self.run_after_us,
+                   "updated_at": self.updated_us}
+        for name, column in columns.items():
+            fresh = np.zeros(len(made), column.values.dtype)
+            changed_rows, changed_values = changed[name]
+            is_new = changed_rows >= first_row
+            fresh[changed_rows[is_new] - first_row] = changed_values[is_new]
+            column.extend(fresh)
+            column.values[changed_rows[~is_new]] = changed_values[~is_new]
+        self.prefix.extend(prefixes[creators])
+        last_lines = np.empty(len(made), np.int64)
+        self.last_line.extend(last_lines)
+        self.last_line.values[touched] = line_numbers[order][ends]
+        self.position.extend(np.full(len(made), -1, np.int32))
+        self.line_offset.extend(offsets[at])
+        self.line_before.extend(line_befores)
+        if len(made):
+            self._rows.add(keys[creators], made)
+        for row, mark in zip(*(part.tolist() for part in recorded)):
+            if mark == 0:
+                self.unrecorded.add(row)
+            else:
+                self.unrecorded.discard(row)
+        unsure = self._follow_leases(touched, status_before, first_row, at, rows, values,
+                                     scanned, set(creators.tolist()))
+        for row in unsure:
+            self._lease(row, self.state(row))
+        created_rows, created_us = changed["created_at"]
+        moved = [(row, created) for row, created in
+                 zip(created_rows.tolist(), created_us.tolist()) if row < first_row]
+        fresh_created = np.zeros(len(made), np.int64)
+        is_new = created_rows >= first_row
+        fresh_created[created_rows[is_new] - first_row] = created_us[is_new]
+        self._place_new(made, fresh_created, made_ids)
+        self._repend(set(touched[touched < first_row].tolist()))
+        for row, created in moved:
+            self._move(row, created)
+        leased = np.fromiter(self.leases, np.int64)
+        self.leases.file_models(leased[np.isin(leased, touched)].tolist(), self.model.values)
+
+    def _follow_leases(self, touched: np.ndarray, status_before: np.ndarray, first_row: int,
+                       at: np.ndarray, rows: np.ndarray, values: list[dict[str, Any]],
+                       scanned: Any, made: set[int]) -> set[int]:
+        """Bring the leases up to date for the rows a batch touched (its columns
+        written): a row left not running holds none; a running one follows its lines as
+        :meth:`_track` does. Returns the rows whose lease only their whole state tells."""
+        running = self.status.values[touched] == RUNNING
+        leased = np.fromiter(self.leases, np.int64)
+        for row in leased[np.isin(leased, touched[~running])].tolist():
+            self.leases.release(row)
+        unsure: set[int] = set()
+        following = touched[running]
+        if not len(following):
+            return unsure
+        status = dict(zip(touched[touched < first_row].tolist(), status_before.tolist()))
+        for line, row in zip(at[np.isin(rows, following)].tolist(),
+                             rows[np.isin(rows, following)].tolist()):
+            code = int(scanned.status[line])
+            whole = row in made and row not in status
+            if code >= 0:
+                status[row] = code
+            self._track_lease(row, values[line], whole, status[row], unsure)
+        return unsure
+
+    def _track_lease(self, row: int, fields: dict[str, Any], whole: bool, status: int,
+                     unsure: set[int]) -> None:
+        """The lease part of :meth:`_track`, the row's status given."""
+        if status != RUNNING:
+            self.leases.release(row)
+            unsure.discard(row)
+            return
+        held = self.leases.get(row)
+        if held is None and not whole and row not in unsure:
+            if not any(name in fields for name in ("status", *LEASE_FIELDS)):
+                return
+            if not all(name in fields for name in LEASE_FIELDS):
+                unsure.add(row)
+                return
+        self._lease(row, {name: fields[name] if name in fields else (held or {}).get(name)
+                          for name in LEASE_FIELDS})
+
+    def _place_new(self, rows: np.ndarray, created: np.ndarray, task_ids: list[str]) -> None:
+        """:meth:`_place` for the rows a batch made, given their ``created_at``."""
+        if not len(rows):
+            return
+        self._unplaced.update(zip(rows.tolist(), created.tolist()))
+        self._place(rows.tolist(), task_ids)
 
     def model_code(self, model: str) -> int:
         """The code of ``model`` in :attr:`model` (a new one for a model not seen)."""
@@ -387,10 +578,14 @@ class TaskRows:
         if not rows:
             return
         created = [self._unplaced.pop(row) for row in rows]
-        keys = sorted(zip(created, (int(self.prefix.values[row]) for row in rows), task_ids,
-                          rows))
-        created_sorted = np.array([key[0] for key in keys], np.int64)
-        rows_sorted = np.array([key[3] for key in keys], np.int32)
+        prefixes = self.prefix.values[rows]
+        keys = _claim_order(np.array(created, np.int64), prefixes, task_ids, rows)
+        if isinstance(keys, _ClaimKeys):
+            created_sorted = keys.created
+            rows_sorted = np.array(rows, np.int32)[keys.order]
+        else:
+            created_sorted = np.array([key[0] for key in keys], np.int64)
+            rows_sorted = np.array([key[3] for key in keys], np.int32)
         placed = self.order_created.values
         if not len(placed) or created_sorted[0] > placed[-1]:
             start = self.order.size
@@ -558,6 +753,56 @@ class TaskRows:
 
     def rows_in_claim_order(self) -> list[int]:
         return self.order.values.tolist()
+
+
+class _ClaimKeys:
+    """(created_at, id prefix, id, row) of rows sorted in claim order, built on demand
+    (a sequence of tuples as ``sorted`` would give, without a tuple per row up front)."""
+
+    def __init__(self, created: np.ndarray, prefixes: np.ndarray, task_ids: list[str],
+                 rows: list[int], order: np.ndarray) -> None:
+        self.created, self.prefixes = created[order], prefixes[order]
+        self.task_ids, self.rows = task_ids, rows
+        self.order = order.tolist()
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> tuple[int, int, str, int]:
+        j = self.order[i]
+        return (int(self.created[i]), int(self.prefixes[i]), self.task_ids[j], self.rows[j])
+
+    def __iter__(self) -> Iterator[tuple[int, int, str, int]]:
+        return (self[i] for i in range(len(self)))
+
+
+def _claim_order(created: np.ndarray, prefixes: np.ndarray, task_ids: list[str],
+                 rows: list[int]) -> _ClaimKeys | list[tuple[int, int, str, int]]:
+    """(created_at, id prefix, id, row) of ``rows`` sorted: in numpy when no two share
+    both ``created_at`` and prefix (only the ids would tell them apart)."""
+    order = np.lexsort((prefixes, created))
+    ordered_created, ordered_prefixes = created[order], prefixes[order]
+    if not ((ordered_created[1:] == ordered_created[:-1])
+            & (ordered_prefixes[1:] == ordered_prefixes[:-1])).any():
+        return _ClaimKeys(created, prefixes, task_ids, rows, order)
+    return sorted(zip(created.tolist(), prefixes.tolist(), task_ids, rows))
+
+
+def _last_of_rows(rows: np.ndarray, values: np.ndarray, present: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows among ``rows[present]`` and, for each, its last value in ``values``."""
+    rows, values = rows[present], values[present]
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    ends = _group_ends(ordered)
+    return ordered[ends], values[order[ends]]
+
+
+def _group_ends(ordered: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of ``ordered`` ends (its last index)."""
+    if not len(ordered):
+        return np.empty(0, np.int64)
+    return np.flatnonzero(np.append(ordered[1:] != ordered[:-1], True))
 
 
 def _members(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:

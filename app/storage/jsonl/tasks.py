@@ -56,7 +56,7 @@ class JsonlTaskStore(CheckpointedStore):
         with self._guard, cyclic_gc_paused(), \
                 rewound_on_error(self._reader, self._start_over):
             for chunk in self._checkpoints.poll(self._reader, self._restore, self._start_over):
-                self.rows.take(chunk.decode())
+                self.rows.take_columns(*chunk.decode_columns())
             if not self.log.holding():  # writers should not wait for a checkpoint
                 self._checkpoints.save_if_due(self._reader, self._checkpoint)
 
@@ -112,7 +112,7 @@ class JsonlTaskStore(CheckpointedStore):
             rows = TaskRows(reader.read_line_at)
             with cyclic_gc_paused():
                 for chunk in reader.poll_chunks():
-                    rows.take(chunk.decode())
+                    rows.take_columns(*chunk.decode_columns())
             for row in rows.rows_in_claim_order():
                 yield rows.state(row)
         finally:

@@ -201,8 +201,11 @@ def _group_sums(values: np.ndarray, group: np.ndarray, groups: int) -> list[int]
 
 
 def _known_sums(column: np.ndarray, group: np.ndarray, groups: int) -> list[Known]:
-    """Per group, how many of ``column`` are known, and their sum."""
+    """Per group, how many of ``column`` are known, and their sum (at once when none is:
+    a store without usage makes no temporary arrays for it)."""
     known = column != UNKNOWN
+    if not known.any():
+        return [Known() for _ in range(groups)]
     counts = np.bincount(group[known], minlength=groups).tolist()
     sums = _group_sums(np.where(known, column, 0), group, groups)
     return [Known(count, total) for count, total in zip(counts, sums)]
@@ -247,14 +250,16 @@ class Totals:
         return total
 
     @classmethod
-    def from_columns(cls, columns: RecordColumns, start: int = 0) -> Totals:
-        """The totals of the records in the columns from row ``start`` on, in numpy (sums
-        exact, see :func:`_group_sums`)."""
-        if columns.size <= start:
+    def from_columns(cls, columns: RecordColumns, start: int = 0,
+                     stop: int | None = None) -> Totals:
+        """The totals of the records in rows ``start`` to ``stop`` (None: the last) of the
+        columns, in numpy (sums exact, see :func:`_group_sums`)."""
+        stop = columns.size if stop is None else min(stop, columns.size)
+        if stop <= start:
             return cls()
 
         def column(name: str) -> np.ndarray:
-            return columns.column(name)[start:]
+            return columns.column(name)[start:stop]
 
         keys = ((column("type_code").astype(np.int64) * len(columns.models)
                  + column("model_code")) * 2 + column("completed"))
@@ -304,6 +309,11 @@ class Totals:
         return totals
 
 
+ROWS_AT_ONCE = 65_536
+"""Rows summed at a time: the temporary arrays of a first count over a million rows stay
+a few MB, rather than tens of MB that a gunicorn worker's allocator keeps afterwards."""
+
+
 class RunningTotals:
     """The totals of a store's columns, kept from one call to the next: a call takes in
     only the rows appended since the last one, so a scrape of ``/metrics`` costs what
@@ -322,9 +332,10 @@ class RunningTotals:
                 or columns.size < self._counted):
             self._columns, self._generation = columns, columns.generation
             self._counted, self._totals = 0, Totals()
-        if columns.size > self._counted:
-            self._totals = self._totals.merged(Totals.from_columns(columns, self._counted))
-            self._counted = columns.size
+        for start in range(self._counted, columns.size, ROWS_AT_ONCE):
+            self._totals = self._totals.merged(
+                Totals.from_columns(columns, start, start + ROWS_AT_ONCE))
+        self._counted = columns.size
         return self._totals
 
 

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from app.storage.metric_columns import RecordColumns
+from app.storage import metric_totals
 from app.storage.metric_records import decode_batch, decode_record
 from app.storage.metric_totals import (
     SLOTS,
@@ -173,7 +174,10 @@ def test_relabeled_and_merged_carry_every_part() -> None:
     assert sum(token_sums(one_model).values()) == sum(token_sums(both_ways(raws)).values())
 
 
-def test_running_totals_take_in_only_what_was_added_and_equal_a_full_count() -> None:
+def test_running_totals_take_in_only_what_was_added_and_equal_a_full_count(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metric_totals, "ROWS_AT_ONCE", 64)  # several runs per call
     raws = spread(600, usage_share=0.5)
     ordered = sorted(raws[:400], key=lambda raw: raw["created_at"])
     late = raws[400:]  # spread over the same days: most land before the last record

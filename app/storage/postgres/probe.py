@@ -91,12 +91,16 @@ class Probe:
             conn.close()
 
     def _select(self) -> None:
-        if self._conn is None:
-            self._conn = self._connect(Watch(ANSWER_SECONDS))
-            self._conn.autocommit = True
+        """One ``SELECT 1`` on the kept connection (a new one if none is kept). The
+        connection is held in a local: :meth:`close` may let go of it meanwhile."""
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._connect(Watch(ANSWER_SECONDS))
+            conn.autocommit = True
         try:
-            self._conn.execute("SELECT 1")
+            conn.execute("SELECT 1")
         except psycopg.Error:
-            conn, self._conn = self._conn, None
+            if self._conn is conn:
+                self._conn = None
             conn.close()
             raise
